@@ -1,0 +1,3 @@
+from mockflock.cli import main
+
+main()
