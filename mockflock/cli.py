@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -22,6 +23,12 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def default_signing_workers() -> int:
+    """One signing process per CPU this process may use, or none on a single CPU."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cpus if cpus > 1 else 0
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,6 +54,9 @@ def main() -> None:
               help="Base URL clients use for development (issuer and discovery).")
 @click.option("--admin-token", envvar="MOCKFLOCK_ADMIN_TOKEN",
               help="Bearer token the admin API requires; needed for the admin API on a non-loopback host.")
+@click.option("--signing-workers", envvar="MOCKFLOCK_SIGNING_WORKERS", type=click.IntRange(0, 64),
+              default=None, help="Processes that sign tokens [default: one per CPU when there are several, else 0]; "
+              "0 signs in the server process.")
 @click.option("--log-level", envvar="MOCKFLOCK_LOG_LEVEL", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]), help="Log verbosity.")
 def serve(
@@ -58,6 +68,7 @@ def serve(
     production_public_url: str | None,
     development_public_url: str | None,
     admin_token: str | None,
+    signing_workers: int | None,
     log_level: str,
 ) -> None:
     """Serve production on 127.0.0.1:8080 and development on 127.0.0.1:8081."""
@@ -73,6 +84,7 @@ def serve(
         },
         admin_token=admin_token,
         log_level=log_level,
+        signing_workers=default_signing_workers() if signing_workers is None else signing_workers,
     )
     try:
         server = MockServer(load_config(config_path), options)

@@ -20,6 +20,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -33,6 +34,8 @@ from mockflock.contracts import load_matrix
 from mockflock.environments import Environment, build_environments
 from mockflock.errors import ConfigError, ProtocolError
 from mockflock.oauth import endpoints as oauth_endpoints
+from mockflock.oauth.signing import SigningPool
+from mockflock.openapi import load_openapi
 from mockflock.responses import error_response
 from mockflock.seed import seed_organization
 from mockflock.store import Store
@@ -52,6 +55,8 @@ class ServerOptions:
     public_urls: dict[str, str] = field(default_factory=dict)
     admin_token: str | None = None
     log_level: str = "info"
+    # Worker processes that sign tokens; 0 signs on the event loop.
+    signing_workers: int = 0
 
     @property
     def loopback(self) -> bool:
@@ -127,10 +132,21 @@ async def _health(request: Request) -> Response:
     return JSONResponse({"status": "ok", "environment": env.name, "audience": env.audience})
 
 
+async def _openapi(request: Request) -> Response:
+    """Serve the merged contract with this environment's own base URL as its server."""
+    env: Environment = request.app.state.environment
+    document = request.app.state.openapi
+    if document is None:
+        server = {"url": env.base_url, "description": f"mockflock's {env.name} environment (audience {env.audience})"}
+        document = request.app.state.openapi = load_openapi([server])
+    return JSONResponse(document)
+
+
 def build_app(env: Environment, mock: MockServer) -> Starlette:
     """Return the Starlette app of one environment."""
     routes: list[Any] = [
         Route("/healthz", _health, methods=["GET"]),
+        Route("/openapi.json", _openapi, methods=["GET"]),
         *oauth_endpoints.routes(),
         *api_routing.routes(load_matrix()),
         *admin.routes(),
@@ -139,9 +155,11 @@ def build_app(env: Environment, mock: MockServer) -> Starlette:
         routes.extend(extension(env, mock))
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(RequestIds)],
         exception_handlers={ProtocolError: _protocol_error, HTTPException: _http_error, Exception: _unexpected_error},
     )
     app.state.environment = env
+    app.state.openapi = None
     app.state.environments = mock.environments
     app.state.others = {name: other for name, other in mock.environments.items() if name != env.name}
     app.state.store = mock.store
@@ -172,8 +190,10 @@ class Dispatcher:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.mock.loop = asyncio.get_running_loop()
+                self.mock.start_signing_pool(self.mock.loop)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                self.mock.stop_signing_pool()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -199,6 +219,7 @@ class MockServer:
         # (webhook deliveries) is scheduled on it.
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server: uvicorn.Server | None = None
+        self._pool: SigningPool | None = None
         self._thread: threading.Thread | None = None
 
     def _bind(self) -> dict[str, socket.socket]:
@@ -240,6 +261,22 @@ class MockServer:
                 host = f"[{host}]"
             urls[name] = f"http://{host}:{port}"
         return urls
+
+    def start_signing_pool(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.options.signing_workers <= 0:
+            return
+        self._pool = SigningPool(self.options.signing_workers)
+        self._pool.start(loop)
+        for env in self.environments.values():
+            env.tokens.pool = self._pool
+
+    def stop_signing_pool(self) -> None:
+        if self._pool is None:
+            return
+        for env in self.environments.values():
+            env.tokens.pool = None
+        self._pool.close()
+        self._pool = None
 
     def url(self, environment: str) -> str:
         return self.environments[environment].base_url

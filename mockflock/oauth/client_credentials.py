@@ -53,13 +53,13 @@ def grant_scopes(requested: str | None, registered: frozenset[str], client_id: s
     return frozenset(names)
 
 
-def exchange(env: Environment, params: dict[str, str], auth: ClientAuthentication, others: dict[str, Environment]) -> dict[str, object]:
+async def exchange(env: Environment, params: dict[str, str], auth: ClientAuthentication, others: dict[str, Environment]) -> dict[str, object]:
     """Issue a machine-level access token; never a refresh token (RFC 6749 4.4.3)."""
     check_audience(env, params, others)
     app = auth.app
     requested = params.get("scope")
     scopes = grant_scopes(requested, app.scopes, app.client_id)
-    issued = env.tokens.mint(
+    issued = await env.tokens.mint_async(
         subject=app.client_id,
         client_id=app.client_id,
         organization=app.organization,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,8 @@ from mockflock.responses import token_response
 
 logger = logging.getLogger(__name__)
 
-Grant = Callable[[Environment, dict[str, str], ClientAuthentication, dict[str, Environment]], dict[str, object]]
+# A grant returns the token response body, directly or as a coroutine.
+Grant = Callable[[Environment, dict[str, str], ClientAuthentication, dict[str, Environment]], Any]
 
 # Grant handlers by grant_type; user-level grants register themselves here.
 GRANTS: dict[str, Grant] = {client_credentials.GRANT_TYPE: client_credentials.exchange}
@@ -67,7 +69,10 @@ async def token(request: Request) -> JSONResponse:
         )
     request.state.client_id = auth.app.client_id
     request.state.auth_method = auth.method
-    return token_response(grant(env, params, auth, other_environments(request)))
+    body = grant(env, params, auth, other_environments(request))
+    if inspect.isawaitable(body):
+        body = await body
+    return token_response(body)
 
 
 def metadata(env: Environment, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from jwt.utils import base64url_decode, base64url_encode
 from mockflock.clock import Clock
 from mockflock.errors import BearerError
 from mockflock.oauth.keys import KeySet
+from mockflock.oauth.signing import SigningPool
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class TokenService:
         self.keys = keys
         self.clock = clock
         self._verified: dict[str, VerifiedToken] = {}
+        # Set by the server when tokens are signed in worker processes.
+        self.pool: SigningPool | None = None
 
     def mint(
         self,
@@ -90,6 +93,40 @@ class TokenService:
         lifetime: int,
         extra: dict[str, Any] | None = None,
     ) -> IssuedToken:
+        """Sign a token in this thread; `mint_async` may use the signing pool."""
+        claims = self._claims(subject, client_id, organization, level, scopes, lifetime, extra)
+        key = self.keys.active
+        token = jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
+        return IssuedToken(token=token, claims=claims)
+
+    async def mint_async(
+        self,
+        *,
+        subject: str,
+        client_id: str,
+        organization: str,
+        level: str,
+        scopes: frozenset[str] | set[str],
+        lifetime: int,
+        extra: dict[str, Any] | None = None,
+    ) -> IssuedToken:
+        """Sign a token, in a worker process when the server has a signing pool."""
+        if self.pool is None:
+            return self.mint(subject=subject, client_id=client_id, organization=organization, level=level,
+                             scopes=scopes, lifetime=lifetime, extra=extra)
+        claims = self._claims(subject, client_id, organization, level, scopes, lifetime, extra)
+        return IssuedToken(token=await self.pool.sign(claims, self.keys.active), claims=claims)
+
+    def _claims(
+        self,
+        subject: str,
+        client_id: str,
+        organization: str,
+        level: str,
+        scopes: frozenset[str] | set[str],
+        lifetime: int,
+        extra: dict[str, Any] | None,
+    ) -> dict[str, Any]:
         now = int(self.clock.now())
         claims = {
             "iss": self.issuer,
@@ -106,9 +143,7 @@ class TokenService:
             "org_id": organization,
             **(extra or {}),
         }
-        key = self.keys.active
-        token = jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
-        return IssuedToken(token=token, claims=claims)
+        return claims
 
     def verify(self, token: str) -> VerifiedToken:
         """Return a token this environment signed and that is valid now.
