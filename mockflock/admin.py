@@ -67,8 +67,8 @@ def _guard(handler: AdminHandler) -> AdminHandler:
                     "Start it with --admin-token (MOCKFLOCK_ADMIN_TOKEN) to enable it.",
                     status=404, error="not_found",
                 )
-            scheme, _, given = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
                 raise ProtocolError(
                     "The admin API needs Authorization: Bearer <admin token>, the value of --admin-token.",
                     status=401, error="invalid_token", headers={"WWW-Authenticate": 'Bearer realm="mockflock-admin"'},

@@ -26,7 +26,7 @@ def _configure_logging(level: str) -> None:
 
 
 def default_signing_workers() -> int:
-    """One signing process per CPU this process may use, or none on a single CPU."""
+    """Return one signing process per CPU this process may use, or none on a single CPU."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return cpus if cpus > 1 else 0
 
@@ -116,7 +116,7 @@ def token(environment: str, url: str | None, client_id: str, client_secret: str,
     except httpx.HTTPError as exc:
         raise click.ClickException(f"Cannot reach {base}/oauth/token: {exc}. Is `mockflock serve` running?") from None
     if response.status_code != 200:
-        raise click.ClickException(f"{base}/oauth/token answered {response.status_code}: {response.text}")
+        raise click.ClickException(f"{base}/oauth/token returned {response.status_code}: {response.text}")
     click.echo(response.json()["access_token"])
 
 
@@ -132,6 +132,46 @@ def keys(environment: tuple[str, ...]) -> None:
         key = generate_key()
         pem = "\n".join("      " + line for line in key.private_pem().strip().splitlines())
         click.echo(f"  {name}:\n    key_id: {key.kid}\n    signing_key: |\n{pem}")
+
+
+# -- test harness: `mockflock verify` ------------------------------------------
+
+@main.command()
+@click.option("--url", required=True, help="Base URL of a running mock environment, e.g. http://127.0.0.1:8080.")
+@click.option("--admin-token", envvar="MOCKFLOCK_ADMIN_TOKEN",
+              help="Admin token of a mock that listens on a non-loopback address.")
+@click.option("--ignore", multiple=True, metavar="RULE", help="Rule id to leave out of the check (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of text.")
+@click.option("--timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True,
+              help="Seconds to wait for the mock's answer.")
+def verify(url: str, admin_token: str | None, ignore: tuple[str, ...], as_json: bool, timeout: float) -> None:
+    """Check what a client did against a running mock, and print the violation report.
+
+    Exits 1 when the client broke a rule, 0 when it broke none, and 2 when
+    the mock cannot be reached or refuses the admin request.
+    """
+    import json
+
+    import httpx
+
+    endpoint = url.rstrip("/") + "/_mockflock/violations"
+    headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+    params = {"ignore": ",".join(ignore)} if ignore else {}
+    try:
+        response = httpx.get(endpoint, headers=headers, params=params, timeout=timeout)
+    except httpx.HTTPError as exc:
+        click.echo(f"Error: cannot reach {endpoint}: {exc}. Is `mockflock serve` running there?", err=True)
+        sys.exit(2)
+    if response.status_code != 200:
+        try:
+            detail = response.json().get("error_description", response.text)
+        except ValueError:
+            detail = response.text[:500]
+        click.echo(f"Error: {endpoint} answered {response.status_code}: {detail}", err=True)
+        sys.exit(2)
+    result = response.json()
+    click.echo(json.dumps(result, indent=2) if as_json else result["report"])
+    sys.exit(1 if result["count"] else 0)
 
 
 def run() -> None:

@@ -1,9 +1,9 @@
 """Load mockflock's configuration into frozen objects.
 
-Two parts make it up. `ServeSettings` says where the server listens (CLI
-options and `MOCKFLOCK_*` variables). `MockConfig` says what the mock
-contains: organizations, apps, signing keys and token lifetimes, read from
-a YAML file or, by default, the embedded demo configuration.
+`MockConfig` describes what the mock contains: organizations, apps,
+signing keys and token lifetimes, read from a YAML file or, by default,
+the embedded demo configuration. Where the server listens is a separate
+object, `mockflock.server.ServerOptions`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ from typing import Any
 
 import yaml
 
+from mockflock.access.quotas import QuotaSettings, default_quota_settings, parse_quota_settings
 from mockflock.contracts import contracts_dir, load_matrix
 from mockflock.errors import ConfigError
+from mockflock.oauth.grants import RefreshSettings, default_refresh_settings, parse_refresh_settings
+from mockflock.users import Directory, default_directory, parse_directory
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +87,11 @@ class MockConfig:
     lifetimes: Lifetimes
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     source: str = "embedded demo configuration"
+    # User-level OAuth: the `users`, `roles` and `networks` sections, and
+    # the `quotas` and `refresh` sections, with contracts/user-oauth.yaml's defaults.
+    directory: Directory = field(default_factory=default_directory)
+    quotas: QuotaSettings = field(default_factory=default_quota_settings)
+    refresh: RefreshSettings = field(default_factory=default_refresh_settings)
 
 
 @functools.cache
@@ -137,6 +145,9 @@ def parse_config(raw: dict[str, Any], *, source: str = "a mapping") -> MockConfi
         lifetimes=_parse_lifetimes(raw.get("tokens") or {}, source),
         raw=raw,
         source=source,
+        directory=parse_directory(raw, organizations, source),
+        quotas=parse_quota_settings(raw.get("quotas") or {}, source),
+        refresh=parse_refresh_settings(raw.get("refresh") or {}, source),
     )
 
 

@@ -8,12 +8,14 @@ dispatcher hands each connection to the app of the port it arrived on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +41,11 @@ from mockflock.openapi import load_openapi
 from mockflock.responses import error_response
 from mockflock.seed import seed_organization
 from mockflock.store import Store
+# Test harness: request journal, fault injection and control state, and
+# the control interface's admin endpoints (registered on import).
+from mockflock import control_api  # noqa: F401
+from mockflock.control import HarnessState
+from mockflock.journal import DEFAULT_MAX_ENTRIES
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +54,7 @@ ENVIRONMENT_NAMES = ("production", "development")
 
 @dataclass
 class ServerOptions:
-    """Where and how the server listens; see `mockflock serve --help`."""
+    """Listening address, ports, public URLs and admin access; see `mockflock serve --help`."""
 
     host: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=lambda: {"production": 8080, "development": 8081})
@@ -57,6 +64,8 @@ class ServerOptions:
     log_level: str = "info"
     # Worker processes that sign tokens; 0 signs on the event loop.
     signing_workers: int = 0
+    # Test harness: most requests the journal keeps before dropping the oldest.
+    journal_size: int = DEFAULT_MAX_ENTRIES
 
     @property
     def loopback(self) -> bool:
@@ -92,6 +101,9 @@ class RequestIds:
 
 async def _protocol_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProtocolError)
+    # Test harness: the request journal records the rejection's code and cause.
+    request.state.error_code = exc.error
+    request.state.error_reason = exc.reason
     logger.debug(
         "Rejected %s %s with %s %s (request %s)",
         request.method, request.url.path, exc.status, exc.error, getattr(request.state, "request_id", "-"),
@@ -144,11 +156,12 @@ async def _openapi(request: Request) -> Response:
 
 def build_app(env: Environment, mock: MockServer) -> Starlette:
     """Return the Starlette app of one environment."""
+    # The v3 APIs come first: Starlette tries routes in order, and they carry most traffic.
     routes: list[Any] = [
+        *api_routing.routes(load_matrix()),
         Route("/healthz", _health, methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
         *oauth_endpoints.routes(),
-        *api_routing.routes(load_matrix()),
         *admin.routes(),
     ]
     for extension in mock.route_extensions:
@@ -198,6 +211,22 @@ class Dispatcher:
                 return
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, but a stop by SIGINT or SIGTERM ends with exit status 0.
+
+    uvicorn re-raises the captured signal after its graceful shutdown, which
+    kills the process before `serve()` can log that it stopped. For
+    `mockflock serve` a signal is the normal way to stop, not a failure.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            # NOTE: _captured_signals is uvicorn's own list (0.29 and later).
+            getattr(self, "_captured_signals", []).clear()
+
+
 class MockServer:
     """Both Flock environments, served over real sockets.
 
@@ -212,6 +241,8 @@ class MockServer:
         self.store = Store(seeders=[seed_organization])
         # Callables (env, mock) -> routes, for parts that mount extra routes.
         self.route_extensions: list[Any] = []
+        # Test harness: the request journal, injected faults, born-revoked tokens.
+        self.harness = HarnessState(self.options.journal_size)
         self._sockets = self._bind()
         self.ports = {name: sock.getsockname()[1] for name, sock in self._sockets.items()}
         self.environments = build_environments(self.config, self._base_urls(), self.clock)
@@ -230,7 +261,9 @@ class MockServer:
                 raise ConfigError(f"environment {name!r} is unknown; expected one of {sorted(specs)}")
             port = self.options.ports.get(name, specs[name].default_port)
             family = socket.AF_INET6 if ":" in self.options.host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto
+            # says TCP, and without it keep-alive responses stall ~40 ms on delayed ACKs.
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((self.options.host, port))
@@ -282,7 +315,11 @@ class MockServer:
         return self.environments[environment].base_url
 
     def asgi_app(self) -> Dispatcher:
-        apps = {self.ports[name]: build_app(env, self) for name, env in self.environments.items()}
+        apps = {
+            # Test harness: journal and fault injection wrap each environment's app.
+            self.ports[name]: self.harness.wrap(build_app(env, self), env, self)
+            for name, env in self.environments.items()
+        }
         return Dispatcher(apps, self)
 
     def reset(self) -> None:
@@ -291,6 +328,8 @@ class MockServer:
         self.store.reset()
         for env in self.environments.values():
             env.reset()
+        # Test harness: forget the journal, faults and changed lifetimes.
+        self.harness.reset(self)
 
     def _uvicorn(self) -> uvicorn.Server:
         config = uvicorn.Config(
@@ -303,7 +342,7 @@ class MockServer:
             limit_concurrency=2000,
             h11_max_incomplete_event_size=64 * 1024,
         )
-        return uvicorn.Server(config)
+        return _Server(config)
 
     def log_start(self) -> None:
         logger.info("Configuration: %s (%d apps)", self.config.source, len(self.config.apps))
@@ -338,7 +377,7 @@ class MockServer:
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("mockflock did not start within %s s; its log says why" % timeout)
+                raise RuntimeError(f"mockflock failed to start within {timeout} s; the log above has the cause")
             time.sleep(0.01)
         return self
 

@@ -46,7 +46,7 @@ class Call:
         if len(body) > MAX_JSON_BYTES:
             raise ApiError(f"The JSON body has {len(body)} bytes; at most {MAX_JSON_BYTES} are accepted.", status=413)
         try:
-            value = json.loads(body)
+            value = json.loads(body, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as exc:
             raise ApiError(f"The body is not valid JSON: {exc}.", error="invalid_request") from None
         validation.validate_body(self.operation.id, value)
@@ -65,6 +65,11 @@ class Call:
                 params[name] = _convert(name, values, parameter.get("schema", {}), self.operation.id)
         validation.validate_query(self.operation.id, params)
         return params
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json module accepts NaN and Infinity, which JSON (RFC 8259) does not.
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _convert(name: str, values: list[str], schema: dict[str, Any], operation_id: str) -> Any:

@@ -11,27 +11,33 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from mockflock import apis
+from mockflock.access.audit import record_call
 from mockflock.access.bearer import Principal, authenticate
 from mockflock.access.matrix import check_level, check_scope
+from mockflock.access.quotas import check_quota
+from mockflock.access.roles import check_roles
 from mockflock.apis.base import HANDLERS, Call, Handler
 from mockflock.contracts import Api, Matrix, Operation
-from mockflock.errors import ContractError
+from mockflock.errors import ContractError, ProtocolError
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "/api/v3"
 
 # Checks run after the level and scope checks, in order; each raises a
-# ProtocolError to reject. Roles and quotas add themselves here.
+# ProtocolError to reject. The quota comes first, so that a request a role
+# rejects still counts, as it would at an API gateway.
 AccessCheck = Callable[[Request, Principal, Api, Operation], None]
-ACCESS_CHECKS: list[AccessCheck] = []
+ACCESS_CHECKS: list[AccessCheck] = [check_quota, check_roles]
 
 
 def load_handlers() -> dict[str, Handler]:
@@ -43,21 +49,89 @@ def load_handlers() -> dict[str, Handler]:
 
 
 def routes(matrix: Matrix) -> list[Route]:
+    """Return one catch-all route for /api/v3 that dispatches through `OperationIndex`."""
     handlers = load_handlers()
     missing = [op.id for op in matrix.operations if op.id not in handlers]
     if missing:
         raise ContractError(f"Operations in contracts/matrix.yaml without a handler: {', '.join(missing)}")
-    operations = [(api, op) for api in matrix.apis.values() for op in api.operations]
-    # Literal segments must win over parameters: /cad/events/active before /cad/events/{externalId}.
-    operations.sort(key=lambda pair: (pair[1].path.count("{"), pair[1].path))
+    index = OperationIndex()
+    for api in matrix.apis.values():
+        for op in api.operations:
+            index.add(op, _endpoint(api, op, handlers[op.id]))
+    methods = sorted({op.method for op in matrix.operations} | {"HEAD", "OPTIONS"})
     return [
-        Route(PREFIX + op.path, _endpoint(api, op, handlers[op.id]), methods=[op.method], name=op.id)
-        for api, op in operations
+        Route(PREFIX + "/{operation_path:path}", index.dispatch, methods=methods, name="api_v3")
     ]
 
 
-def _endpoint(api: Api, operation: Operation, handler: Handler) -> Callable[[Request], object]:
+class OperationIndex:
+    """Find an operation by method and path with a dict lookup and a short scan.
+
+    Starlette's router tries every route's regex in turn; with dozens of
+    operations that scan cost more than the token checks. Templates are
+    grouped by segment count, and within a group literal segments win over
+    parameters (/cad/events/active before /cad/events/{externalId}).
+    """
+
+    def __init__(self) -> None:
+        self._templates: dict[int, list[tuple[tuple[str, ...], dict[str, Endpoint]]]] = {}
+
+    def add(self, operation: Operation, endpoint: Endpoint) -> None:
+        segments = tuple(operation.path.strip("/").split("/"))
+        group = self._templates.setdefault(len(segments), [])
+        for template, by_method in group:
+            if template == segments:
+                by_method[operation.method] = endpoint
+                return
+        group.append((segments, {operation.method: endpoint}))
+        group.sort(key=lambda entry: [part.startswith("{") for part in entry[0]])
+
+    async def dispatch(self, request: Request) -> Response:
+        # Read the raw path: the route's regex would let a trailing newline through.
+        segments = request.scope["path"][len(PREFIX) :].strip("/").split("/")
+        for template, by_method in self._templates.get(len(segments), ()):
+            params = _match(template, segments)
+            if params is None:
+                continue
+            # The first template that matches owns the path, so a literal
+            # path such as /cad/events/externalIds never falls through to
+            # /cad/events/{externalId} for another method.
+            endpoint = by_method.get(request.method)
+            if endpoint is None:
+                raise HTTPException(405, headers={"Allow": ", ".join(sorted(by_method))})
+            request.scope["path_params"] = params
+            return await endpoint(request)
+        raise HTTPException(404)
+
+
+def _match(template: tuple[str, ...], segments: list[str]) -> dict[str, str] | None:
+    params = {}
+    for part, value in zip(template, segments, strict=True):
+        if part.startswith("{"):
+            if not value:
+                return None
+            params[part[1:-1]] = unquote(value)
+        elif part != value:
+            return None
+    return params
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _endpoint(api: Api, operation: Operation, handler: Handler) -> Endpoint:
     async def endpoint(request: Request) -> Response:
+        # Every call goes into the audit trail, rejections included.
+        try:
+            response = await pipeline(request)
+        except Exception as exc:
+            status = exc.status if isinstance(exc, ProtocolError) else 500
+            await record_call(request, api, operation, status=status, error=exc)
+            raise
+        await record_call(request, api, operation, status=response.status_code)
+        return response
+
+    async def pipeline(request: Request) -> Response:
         env = request.app.state.environment
         principal = authenticate(request, env, request.app.state.others)
         request.state.principal = principal
@@ -67,6 +141,7 @@ def _endpoint(api: Api, operation: Operation, handler: Handler) -> Callable[[Req
         check_scope(principal, operation)
         for check in ACCESS_CHECKS:
             check(request, principal, api, operation)
+        request.state.authorized = True
         data = request.app.state.store.org(env.name, principal.organization)
         return await handler(Call(request=request, env=env, principal=principal, operation=operation, data=data))
 

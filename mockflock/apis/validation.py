@@ -145,6 +145,17 @@ def _rule(error: ValidationError) -> str:
         "format": f"must be a valid {value}",
         "additionalProperties": "has a field the contract does not define",
         "uniqueItems": "must not repeat items",
+        "anyOf": "matches none of the allowed forms",
+        "oneOf": "must match exactly one of the allowed forms",
+        "not": "has a form the contract forbids",
+        "const": f"must be {value!r}",
+        "dependentRequired": "lacks a field that the fields present require: "
+        + "; ".join(f"{key} needs {', '.join(needed)}" for key, needed in value.items())
+        if isinstance(value, dict)
+        else "lacks a field that the fields present require",
+        "minProperties": f"must have at least {value} fields",
+        "maxProperties": f"must have at most {value} fields",
+        "multipleOf": f"must be a multiple of {value}",
     }
     return rules.get(str(error.validator), f"breaks the rule {error.validator}={value!r}")
 

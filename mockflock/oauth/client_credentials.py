@@ -75,7 +75,7 @@ async def exchange(env: Environment, params: dict[str, str], auth: ClientAuthent
     }
     # RFC 6749 5.1: scope is returned only when it differs from the request.
     # No scope at all means "the app's registered scopes", as in Flock's
-    # documented request, so the answer then matches what was asked.
+    # documented request, so the granted scopes then match the request.
     if requested and requested.strip() and frozenset(requested.split()) != scopes:
         body["scope"] = issued.claims["scope"]
     return body
