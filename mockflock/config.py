@@ -124,7 +124,7 @@ def parse_config(raw: dict[str, Any], *, source: str = "a mapping") -> MockConfi
     """Check a configuration mapping and return it as a `MockConfig`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"The configuration in {source} must be a YAML mapping, not {type(raw).__name__}")
-    unknown = set(raw) - {"organizations", "apps", "users", "environments", "tokens", "quotas", "roles", "networks", "seed", "refresh"}
+    unknown = set(raw) - {"organizations", "apps", "users", "environments", "tokens", "quotas", "roles", "networks", "seed", "refresh", "webhooks"}
     if unknown:
         raise ConfigError(f"Unknown top-level keys {sorted(unknown)} in {source}")
 

@@ -330,6 +330,9 @@ class MockServer:
             env.reset()
         # Test harness: forget the journal, faults and changed lifetimes.
         self.harness.reset(self)
+        deliveries = getattr(self, "webhooks", None)
+        if deliveries is not None:
+            deliveries.clear()
 
     def _uvicorn(self) -> uvicorn.Server:
         config = uvicorn.Config(
