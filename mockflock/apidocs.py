@@ -7,6 +7,8 @@ test fails when the committed page is out of date.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from typing import Any
 
 from mockflock.contracts import Matrix, load_matrix
@@ -60,8 +62,15 @@ def render(matrix: Matrix | None = None, document: dict[str, Any] | None = None)
                 f"| `{op.id}`: {spec.get('summary', '')} | `{op.method} {op.path}` | "
                 f"`{op.scope}` ({matrix.scopes[op.scope].source}) | {op.source} | {statuses} | {modeled} |"
             )
-        lines.append("")
+        lines += ["", *_behaviour(api.id), ""]
     return "\n".join(lines)
+
+
+def _behaviour(api_id: str) -> list[str]:
+    """Return the API module's docstring, which says what its handlers do and model."""
+    module = importlib.import_module(f"mockflock.apis.{api_id.replace('-', '_')}")
+    doc = inspect.getdoc(module) or ""
+    return ["### Behaviour", "", *doc.splitlines()] if doc else []
 
 
 def _operations_by_id(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
