@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from mockflock.access.audit import AuditLog
+from mockflock.access.quotas import QuotaCounter
 from mockflock.clock import Clock
 from mockflock.config import EnvironmentSpec, MockConfig, load_environment_specs
 from mockflock.oauth.clients import ClientRegistry
+from mockflock.oauth.grants import GrantStore
 from mockflock.oauth.keys import KeySet, generate_key, load_key
 from mockflock.oauth.tokens import TokenService
+from mockflock.users import UserRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +30,18 @@ class Environment:
     config: MockConfig
     clock: Clock
     revoked: set[str] = field(default_factory=set)
+    # User-level OAuth: users and their roles, codes and refresh tokens,
+    # request quotas and the audit trail, made from config and clock.
+    users: UserRegistry = field(init=False)
+    grants: GrantStore = field(init=False)
+    quotas: QuotaCounter = field(init=False)
+    audit: AuditLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.users = UserRegistry(self.config.directory)
+        self.grants = GrantStore(self.clock)
+        self.quotas = QuotaCounter(self.clock)
+        self.audit = AuditLog()
 
     @property
     def name(self) -> str:
@@ -48,11 +64,15 @@ class Environment:
         return f"{self.base_url}/.well-known/jwks.json"
 
     def reset(self) -> None:
-        """Return to the state at start: initial apps and key, nothing revoked."""
+        """Return to the state at start: initial apps, key and users; no tokens, codes, counts or records."""
         self.keys.reset()
         self.clients.reset()
         self.tokens.forget_verified()
         self.revoked.clear()
+        self.users.reset()
+        self.grants.reset()
+        self.quotas.reset()
+        self.audit.clear()
 
 
 def build_environments(config: MockConfig, base_urls: dict[str, str], clock: Clock) -> dict[str, Environment]:

@@ -125,7 +125,7 @@ def _endpoint(api: Api, operation: Operation, handler: Handler) -> Endpoint:
         try:
             response = await pipeline(request)
         except Exception as exc:
-            status = exc.status if isinstance(exc, ProtocolError) else 500
+            status = exc.status if isinstance(exc, ProtocolError) else getattr(exc, "status_code", 500)
             await record_call(request, api, operation, status=status, error=exc)
             raise
         await record_call(request, api, operation, status=response.status_code)

@@ -18,6 +18,7 @@ from mockflock.oauth import client_credentials
 from mockflock.oauth.clients import ClientAuthentication
 from mockflock.oauth.forms import read_parameters
 from mockflock.responses import token_response
+from mockflock.users import load_user_oauth_contract
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,35 @@ def metadata(env: Environment, extra: dict[str, Any] | None = None) -> dict[str,
         "response_types_supported": ["token"] if "authorization_code" not in GRANTS else ["code"],
         "subject_types_supported": ["public"],
         "audience": env.audience,
+        **user_level_metadata(env),
         **(extra or {}),
+    }
+
+
+def user_level_metadata(env: Environment) -> dict[str, Any]:
+    """Return the metadata of the user-level endpoints (RFC 8414, RFC 7009, RFC 7662, RFC 9207).
+
+    Flock serves /authorize on its login host; mockflock serves it on each
+    environment's base URL, and names Flock's location beside it.
+    """
+    contract = load_user_oauth_contract()
+    login_host = contract["authorize"]["flock_login_host"]["value"]
+    client_auth = ["client_secret_basic", "client_secret_post"]
+    return {
+        "authorization_endpoint": f"{env.base_url}/authorize",
+        "flock_authorization_endpoint": f"{login_host}/authorize",
+        "authorization_endpoint_note": (
+            f"Flock serves /authorize on its login host, {login_host}; mockflock serves it on each "
+            f"environment's base URL."
+        ),
+        "response_modes_supported": contract["authorize"]["response_modes"]["value"],
+        "code_challenge_methods_supported": contract["pkce"]["methods"]["value"],
+        "authorization_response_iss_parameter_supported": True,
+        "prompt_values_supported": contract["authorize"]["prompt_values"]["value"],
+        "revocation_endpoint": f"{env.base_url}/oauth/revoke",
+        "revocation_endpoint_auth_methods_supported": client_auth,
+        "introspection_endpoint": f"{env.base_url}/oauth/introspect",
+        "introspection_endpoint_auth_methods_supported": client_auth,
     }
 
 
@@ -107,7 +136,22 @@ async def jwks(request: Request) -> JSONResponse:
 def routes() -> list[Route]:
     return [
         Route("/oauth/token", token, methods=["POST"]),
+        Route("/authorize", authorize.authorize, methods=["GET"]),
+        Route("/authorize", authorize.submit, methods=["POST"]),
+        Route("/oauth/revoke", revocation.revoke, methods=["POST"]),
+        Route("/oauth/introspect", introspection.introspect, methods=["POST"]),
         Route("/.well-known/openid-configuration", discovery, methods=["GET"]),
         Route("/.well-known/oauth-authorization-server", discovery, methods=["GET"]),
         Route("/.well-known/jwks.json", jwks, methods=["GET"]),
     ]
+
+
+# The user-level grants register themselves in GRANTS when imported; they
+# import GRANTS from this module, so they are imported after it is defined.
+from mockflock.oauth import (  # noqa: E402, F401
+    authorization_code,
+    authorize,
+    introspection,
+    refresh_token,
+    revocation,
+)
