@@ -249,7 +249,6 @@ def test_log_is_bounded() -> None:
         log.append(
             AuditRecord(
                 time=float(index),
-                timestamp="",
                 environment="production",
                 request_id=None,
                 actor=None,

@@ -50,7 +50,6 @@ class AuditRecord:
     """
 
     time: float
-    timestamp: str
     environment: str
     request_id: str | None
     actor: str | None
@@ -70,8 +69,13 @@ class AuditRecord:
     case_number: str | None
     token_jti: str | None
 
+    @property
+    def timestamp(self) -> str:
+        # Formatted when read, not on the request path.
+        return format_time(self.time)
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "timestamp": self.timestamp}
 
 
 class AuditLog:
@@ -129,7 +133,6 @@ async def record_call(
     now = env.clock.now()
     record = AuditRecord(
         time=now,
-        timestamp=format_time(now),
         environment=env.name,
         request_id=getattr(request.state, "request_id", None),
         actor=user or app,
@@ -140,7 +143,7 @@ async def record_call(
         api=api.id,
         operation=operation.id,
         method=request.method,
-        path=request.url.path,
+        path=request.scope["path"],
         decision=decision,
         reason=reason,
         status=status,
