@@ -87,8 +87,7 @@ class OperationIndex:
         group.sort(key=lambda entry: [part.startswith("{") for part in entry[0]])
 
     async def dispatch(self, request: Request) -> Response:
-        # Read the raw path: the route's regex would let a trailing newline through.
-        segments = request.scope["path"][len(PREFIX) :].strip("/").split("/")
+        segments = _segments(request.scope)
         for template, by_method in self._templates.get(len(segments), ()):
             params = _match(template, segments)
             if params is None:
@@ -104,13 +103,26 @@ class OperationIndex:
         raise HTTPException(404)
 
 
+def _segments(scope: dict[str, object]) -> list[str]:
+    """Split the path after /api/v3 into percent-decoded segments.
+
+    The raw path is split before decoding, so an id containing %2F stays one
+    segment and is decoded exactly once. The route's own regex is not used:
+    it would let a trailing newline through.
+    """
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes) else str(scope["path"])
+    rest = path[len(PREFIX) :].strip("/")
+    return [unquote(segment, errors="replace") for segment in rest.split("/")]
+
+
 def _match(template: tuple[str, ...], segments: list[str]) -> dict[str, str] | None:
     params = {}
     for part, value in zip(template, segments, strict=True):
         if part.startswith("{"):
             if not value:
                 return None
-            params[part[1:-1]] = unquote(value)
+            params[part[1:-1]] = value
         elif part != value:
             return None
     return params
