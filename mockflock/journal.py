@@ -374,7 +374,7 @@ class JournalMiddleware:
         if kind == "api":
             self._describe_api(entry, scope, state, query)
         elif kind in CREDENTIAL_ENDPOINTS:
-            self._describe_credentials(entry, scope, query, body, exchange)
+            self._describe_credentials(entry, scope, query, state.get("form_params") or _parse_body(scope, body), exchange)
         elif kind == "authorize":
             self._describe_authorize(entry, scope, query, body, exchange)
         return entry
@@ -399,9 +399,10 @@ class JournalMiddleware:
         if b"access_token" in query:
             entry["secret_in_url"] = _secret_names(query)
 
-    def _describe_credentials(self, entry: dict[str, Any], scope: Scope, query: bytes, body: bytes,
+    def _describe_credentials(self, entry: dict[str, Any], scope: Scope, query: bytes, params: dict[str, str],
                               exchange: _Exchange) -> None:
-        params = _parse_body(scope, body)
+        # `params` comes from the endpoint when it parsed the body, so the
+        # token path parses it once; a body it rejected is parsed here.
         basic_client = basic_client_id(_header(scope, b"authorization"))
         in_body = "client_secret" in params
         if basic_client is not None:

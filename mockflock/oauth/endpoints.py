@@ -52,6 +52,8 @@ async def token(request: Request) -> JSONResponse:
         )
     max_bytes = load_oauth_contract()["token_endpoint"]["max_body_bytes"]["value"]
     params = await read_parameters(request, max_bytes)
+    # The request journal reads the parsed parameters instead of parsing again.
+    request.state.form_params = params
 
     grant_type = params.get("grant_type")
     if not grant_type:
