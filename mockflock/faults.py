@@ -266,6 +266,8 @@ class FaultMiddleware:
             return {"type": "http.request", "body": new_body, "more_body": False}
 
         replay.__wrapped__ = receive  # type: ignore[attr-defined]
+        # The journal must record the scopes the client sent, not these.
+        scope.setdefault("state", {})["body_rewritten"] = True
         await self.app({**scope, "headers": headers}, replay, _ScopeAnnouncer(send, params["scope"]))
 
     def _narrow_scopes(self, params: dict[str, str], client_id: str | None, drop: frozenset[str]) -> frozenset[str] | None:

@@ -374,7 +374,8 @@ class JournalMiddleware:
         if kind == "api":
             self._describe_api(entry, scope, state, query)
         elif kind in CREDENTIAL_ENDPOINTS:
-            self._describe_credentials(entry, scope, query, state.get("form_params") or _parse_body(scope, body), exchange)
+            parsed = None if state.get("body_rewritten") else state.get("form_params")
+            self._describe_credentials(entry, scope, query, parsed or _parse_body(scope, body), exchange)
         elif kind == "authorize":
             self._describe_authorize(entry, scope, query, body, exchange)
         return entry
