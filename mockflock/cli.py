@@ -23,6 +23,9 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs each webhook delivery's full URL at INFO, and a subscriber's
+    # URL may carry credentials.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def default_signing_workers() -> int:

@@ -10,7 +10,6 @@ API's access rule (open on loopback, admin token otherwise) applies.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,9 +18,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mockflock.admin import admin_route, mock_of
-from mockflock.control import Control
+from mockflock.control import AppExists, Control
 from mockflock.errors import ProtocolError
 from mockflock.journal import to_json
+from mockflock.jsonbody import json_type, parse_json
 from mockflock.violations import format_report
 
 logger = logging.getLogger(__name__)
@@ -41,11 +41,11 @@ async def _body(request: Request, allowed: set[str]) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
+        body = parse_json(raw)
+    except ValueError as exc:
         raise ProtocolError(f"The body is not valid JSON ({exc}); send a JSON object.") from None
     if not isinstance(body, dict):
-        raise ProtocolError(f"The body must be a JSON object, not {type(body).__name__}.")
+        raise ProtocolError(f"The body must be a JSON object, not {json_type(body)}.")
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise ProtocolError(f"Unknown fields {unknown}; this endpoint takes {sorted(allowed)}.")
@@ -56,6 +56,8 @@ def _call(action: Callable[[], T]) -> T:
     """Run a control action, turning a bad argument into a 400 (404 for an unknown app or user)."""
     try:
         return action()
+    except AppExists as exc:
+        raise ProtocolError(f"{exc}.", status=409, error="conflict") from None
     except KeyError as exc:
         raise ProtocolError(f"{exc.args[0] if exc.args else exc}.", status=404, error="not_found") from None
     except (ValueError, TypeError) as exc:
@@ -91,9 +93,12 @@ async def advance_clock(request: Request) -> Response:
 
 @admin_route("/apps", ["POST"])
 async def register_app(request: Request) -> Response:
-    """Register an app: {"client_id", "secret", "grants", "scopes", "environments", "redirect_uris", ...}."""
+    """Register an app: {"client_id", "secret", "grants", "scopes", "environments", "redirect_uris", ...}.
+
+    A client_id that is already registered gets 409 unless "replace" is true.
+    """
     fields = {"client_id", "secret", "organization", "grants", "scopes", "environments", "redirect_uris",
-              "auto_consent", "require_pkce", "name"}
+              "auto_consent", "require_pkce", "name", "replace"}
     body = await _body(request, fields)
     client_id = _required(body, "client_id", str)
     secret = _required(body, "secret", str)
@@ -139,7 +144,11 @@ async def rotate_keys(request: Request) -> Response:
 
 @admin_route("/tokens/revoke", ["POST"])
 async def revoke_tokens(request: Request) -> Response:
-    """Revoke tokens: {"jti"} or {"client_id"} or {"subject"}, optionally with "environment"."""
+    """Revoke tokens: {"jti"} or {"client_id"} or {"subject"}, optionally with "environment".
+
+    A jti goes on the deny list even if the mock never issued it; "revoked"
+    lists each revoked id once, and is empty when a client or user had no tokens.
+    """
     body = await _body(request, {"jti", "client_id", "subject", "environment"})
     revoked = _call(lambda: _control(request).revoke(**body))
     return JSONResponse({"revoked": revoked})

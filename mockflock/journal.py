@@ -309,7 +309,7 @@ class JournalMiddleware:
         kind = endpoint_kind(scope["path"])
         state = scope.setdefault("state", {})
         body = b""
-        if kind in CREDENTIAL_ENDPOINTS or (kind == "authorize" and scope["method"] == "POST"):
+        if (kind in CREDENTIAL_ENDPOINTS or (kind == "authorize" and scope["method"] == "POST")) and _fits(scope):
             body, receive = await read_ahead(receive)
         exchange = _Exchange(capture_body=kind == "token")
         recorded = False
@@ -476,6 +476,16 @@ class JournalMiddleware:
         if app is None:
             return None
         return redirect_uri in app.redirect_uris
+
+
+def _fits(scope: Scope) -> bool:
+    """Tell whether a declared body is small enough to read ahead.
+
+    A body declared larger is left to the endpoint, which rejects it with
+    413 from the header alone instead of waiting for bytes that may never come.
+    """
+    declared = _header(scope, b"content-length")
+    return declared is None or not declared.isdigit() or int(declared) <= MAX_CAPTURED_BODY
 
 
 async def read_ahead(receive: Receive) -> tuple[bytes, Receive]:

@@ -23,7 +23,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -50,6 +50,7 @@ from mockflock.journal import DEFAULT_MAX_ENTRIES
 logger = logging.getLogger(__name__)
 
 ENVIRONMENT_NAMES = ("production", "development")
+MAX_HEADER_BYTES = 64 * 1024
 
 
 @dataclass
@@ -90,6 +91,16 @@ class RequestIds:
         request_id = uuid.uuid4().hex[:16]
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())
+        size = sum(len(name) + len(value) for name, value in scope["headers"])
+        if size > MAX_HEADER_BYTES:
+            # httptools sets no limit of its own on header size.
+            response = JSONResponse(
+                {"error": "invalid_request",
+                 "error_description": f"The request headers total {size} bytes; at most {MAX_HEADER_BYTES} are accepted."},
+                status_code=431, headers={"X-Request-Id": request_id},
+            )
+            await response(scope, receive, send)
+            return
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -128,6 +139,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     else:
         error = ProtocolError(str(exc.detail), status=exc.status_code, error="invalid_request")
     return error_response(error)
+
+
+async def _client_disconnect(request: Request, exc: Exception) -> Response:
+    # The client went away while sending its body: nothing can be answered,
+    # and it is not a server failure.
+    logger.info("Client disconnected during %s %s (request %s)", request.method, request.url.path,
+                getattr(request.state, "request_id", "-"))
+    request.state.error_code = "client_disconnected"
+    return JSONResponse({"error": "client_disconnected", "error_description": "The client closed the connection before its body arrived."}, status_code=400)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
@@ -169,7 +189,12 @@ def build_app(env: Environment, mock: MockServer) -> Starlette:
     app = Starlette(
         routes=routes,
         middleware=[Middleware(RequestIds)],
-        exception_handlers={ProtocolError: _protocol_error, HTTPException: _http_error, Exception: _unexpected_error},
+        exception_handlers={
+            ProtocolError: _protocol_error,
+            HTTPException: _http_error,
+            ClientDisconnect: _client_disconnect,
+            Exception: _unexpected_error,
+        },
     )
     app.state.environment = env
     app.state.openapi = None

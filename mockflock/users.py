@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import hmac
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from mockflock.admin import admin_route, environment_of
 from mockflock.contracts import contracts_dir, load_matrix
 from mockflock.errors import ConfigError, ContractError, ProtocolError
+from mockflock.jsonbody import parse_json
 
 logger = logging.getLogger(__name__)
 
@@ -369,8 +369,8 @@ def _existing_user(registry: UserRegistry, request: Request) -> str:
 async def _string_list(request: Request, key: str) -> list[str]:
     body = await request.body()
     try:
-        value = json.loads(body).get(key)
-    except (ValueError, AttributeError, RecursionError):
+        value = parse_json(body).get(key)
+    except (ValueError, AttributeError):
         value = None
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ProtocolError(

@@ -1,8 +1,9 @@
 # Shared by scripts/serve and scripts/test: create .venv with Python 3.11 or
-# newer and install mockflock into it when pyproject.toml changed since the
-# last install. Usage: ensure_venv [EXTRA]
+# newer and install mockflock with its test extras when pyproject.toml
+# changed since the last install. Both scripts install the same set, so one
+# never reinstalls the package under the other while it runs.
 ensure_venv() {
-    local extra=${1:-}
+    local extra=test
     local python
     for candidate in python3.13 python3.12 python3.11 python3; do
         if command -v "$candidate" >/dev/null 2>&1 &&

@@ -10,7 +10,6 @@ on the mock's clock. Read it from Python with `env.audit.records()` or
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections import deque
@@ -23,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 
 from mockflock.admin import admin_route, environment_of
 from mockflock.errors import ProtocolError
+from mockflock.jsonbody import parse_json
 from mockflock.oauth.tokens import format_time
 from mockflock.users import load_user_oauth_contract
 
@@ -190,8 +190,8 @@ async def _reason_from_body(request: Request) -> tuple[Any, Any]:
     if not declared.isdigit() or int(declared) > MAX_BODY_FOR_REASON:
         return None, None
     try:
-        body = json.loads(await request.body())
-    except (ValueError, RecursionError, RuntimeError, ClientDisconnect):
+        body = parse_json(await request.body())
+    except (ValueError, RuntimeError, ClientDisconnect):
         return None, None
     if not isinstance(body, dict):
         return None, None

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from mockflock import apis
 from mockflock.access.audit import record_call
@@ -58,10 +59,9 @@ def routes(matrix: Matrix) -> list[Route]:
     for api in matrix.apis.values():
         for op in api.operations:
             index.add(op, _endpoint(api, op, handlers[op.id]))
-    methods = sorted({op.method for op in matrix.operations} | {"HEAD", "OPTIONS"})
-    return [
-        Route(PREFIX + "/{operation_path:path}", index.dispatch, methods=methods, name="api_v3")
-    ]
+    # The index is an ASGI app, so Starlette passes every method to it (a
+    # function endpoint would get GET only) and it answers 405 itself.
+    return [Route(PREFIX + "/{operation_path:path}", index, name="api_v3")]
 
 
 class OperationIndex:
@@ -86,6 +86,10 @@ class OperationIndex:
         group.append((segments, {operation.method: endpoint}))
         group.sort(key=lambda entry: [part.startswith("{") for part in entry[0]])
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.dispatch(Request(scope, receive, send))
+        await response(scope, receive, send)
+
     async def dispatch(self, request: Request) -> Response:
         segments = _segments(request.scope)
         for template, by_method in self._templates.get(len(segments), ()):
@@ -95,9 +99,11 @@ class OperationIndex:
             # The first template that matches owns the path, so a literal
             # path such as /cad/events/externalIds never falls through to
             # /cad/events/{externalId} for another method.
-            endpoint = by_method.get(request.method)
+            # HEAD is GET without the body (RFC 9110 9.3.2); uvicorn drops the body.
+            endpoint = by_method.get("GET" if request.method == "HEAD" else request.method)
             if endpoint is None:
-                raise HTTPException(405, headers={"Allow": ", ".join(sorted(by_method))})
+                allowed = sorted({*by_method, "HEAD"} if "GET" in by_method else by_method)
+                raise HTTPException(405, headers={"Allow": ", ".join(allowed)})
             request.scope["path_params"] = params
             return await endpoint(request)
         raise HTTPException(404)

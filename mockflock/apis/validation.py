@@ -8,6 +8,7 @@ message that names the field, the rule and the value received.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from typing import Any
 
@@ -121,6 +122,11 @@ def _field_name(error: ValidationError, prefix: str) -> str:
     parts = [prefix] if prefix else []
     for part in error.absolute_path:
         parts.append(f"[{part}]" if isinstance(part, int) else str(part))
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set((error.schema or {}).get("properties", {}))
+        extra = sorted(str(key) for key in error.instance if key not in allowed)
+        if extra:
+            parts.append(extra[0])
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else ""
         parts.append(missing)
@@ -131,7 +137,7 @@ def _rule(error: ValidationError) -> str:
     value = error.validator_value
     rules = {
         "required": "is required",
-        "type": f"must be of type {value}",
+        "type": f"must be of JSON type {' or '.join(map(str, value)) if isinstance(value, list) else value}",
         "enum": f"must be one of {value}",
         "minLength": f"must have at least {value} characters",
         "maxLength": f"must have at most {value} characters",
@@ -143,7 +149,7 @@ def _rule(error: ValidationError) -> str:
         "maxItems": f"must have at most {value} items",
         "pattern": f"must match the pattern {value}",
         "format": f"must be a valid {value}",
-        "additionalProperties": "has a field the contract does not define",
+        "additionalProperties": "is a field the contract does not define; remove it",
         "uniqueItems": "must not repeat items",
         "anyOf": "matches none of the allowed forms",
         "oneOf": "must match exactly one of the allowed forms",
@@ -161,5 +167,8 @@ def _rule(error: ValidationError) -> str:
 
 
 def _echo(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
     return text if len(text) <= MAX_ECHO else text[:MAX_ECHO] + "..."

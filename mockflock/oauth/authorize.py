@@ -19,7 +19,7 @@ import html
 import logging
 import re
 import secrets
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -167,11 +167,25 @@ async def submit(request: Request) -> Response:
 def _parameters(request: Request) -> tuple[dict[str, str], set[str]]:
     params: dict[str, str] = {}
     repeated: set[str] = set()
-    for name, value in request.query_params.multi_items():
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    # surrogateescape keeps invalid UTF-8 visible, so it is rejected here
+    # rather than echoed back altered (a changed state fails the client's check).
+    for name, value in parse_qsl(query, keep_blank_values=True, errors="surrogateescape"):
+        if _has_invalid_utf8(name) or _has_invalid_utf8(value):
+            shown = name.encode("utf-8", "replace").decode()
+            raise ErrorPage(
+                "Invalid request",
+                f"The query parameter {shown!r} is not valid UTF-8 after percent-decoding. "
+                f"Percent-encode the UTF-8 bytes of each value; state in particular is echoed exactly.",
+            )
         if name in params:
             repeated.add(name)
         params[name] = value
     return params, repeated
+
+
+def _has_invalid_utf8(text: str) -> bool:
+    return any("\udc80" <= char <= "\udcff" for char in text)
 
 
 def _client_and_redirect(

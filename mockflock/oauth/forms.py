@@ -8,15 +8,16 @@ problem, so that no body can reach the grant code half-parsed.
 
 from __future__ import annotations
 
-import json
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
 from mockflock.errors import InvalidRequest, PayloadTooLarge
+from mockflock.jsonbody import json_type, parse_json
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
+MAX_FIELDS = 100
 ACCEPTED_CHARSETS = ("utf-8", "utf8", "us-ascii", "ascii")
 
 
@@ -69,9 +70,13 @@ def _content_type(header: str) -> tuple[str, str | None]:
 def _parse_form(text: str) -> dict[str, str]:
     try:
         pairs = parse_qsl(
-            text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=100, errors="strict"
+            text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=MAX_FIELDS, errors="strict"
         )
+    except UnicodeDecodeError:
+        raise InvalidRequest("A percent-encoded value in the form is not valid UTF-8; encode the parameters as UTF-8.") from None
     except ValueError as exc:
+        if "Max number of fields" in str(exc):
+            raise InvalidRequest(f"The form has more than {MAX_FIELDS} parameters; a token request needs fewer than ten.") from None
         raise InvalidRequest(f"The form body is malformed ({exc}); send name=value pairs joined by '&'.") from None
     params: dict[str, str] = {}
     for name, value in pairs:
@@ -85,14 +90,14 @@ def _parse_form(text: str) -> dict[str, str]:
 
 def _parse_json(text: str) -> dict[str, str]:
     try:
-        data = json.loads(text, object_pairs_hook=_reject_duplicates)
+        data = parse_json(text, object_pairs_hook=_reject_duplicates)
     except ValueError as exc:
         raise InvalidRequest(f"The JSON body is malformed ({exc}).") from None
     if not isinstance(data, dict):
-        raise InvalidRequest(f"The JSON body must be an object of parameters, not {type(data).__name__}.")
+        raise InvalidRequest(f"The JSON body must be an object of parameters, not {json_type(data)}.")
     for name, value in data.items():
         if not isinstance(value, str):
-            raise InvalidRequest(f"Parameter {name!r} must be a string, not {type(value).__name__}.")
+            raise InvalidRequest(f"Parameter {name!r} must be a string, not {json_type(value)}.")
     return data
 
 

@@ -177,7 +177,19 @@ class TokenService:
                 "The bearer token is not a JWT. Send the access_token value from the token endpoint's response.",
                 reason="malformed",
             ) from None
-        key = self.keys.get(str(header.get("kid")))
+        if header.get("alg") != ALGORITHM:
+            raise BearerError(
+                f"The token's alg is {header.get('alg')!r}; this environment signs and accepts only {ALGORITHM}. "
+                f"Send the access_token from {self.issuer}/oauth/token unchanged.",
+                reason="bad_signature",
+            )
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise BearerError(
+                f"The token's header has no key id (kid); tokens from {self.issuer}/oauth/token always carry one.",
+                reason="unknown_key",
+            )
+        key = self.keys.get(kid)
         if key is None:
             raise BearerError(
                 f"The token was signed with key id {header.get('kid')!r}, which the {self.environment} "

@@ -419,7 +419,7 @@ def test_external_ids_requires_list(client: httpx.Client) -> None:
         ({"involvedPersons": [{"dateOfBirth": "2017-02-30"}]}, "involvedPersons[0].dateOfBirth"),
         ({"involvedVehicles": [{"year": 1899}]}, "involvedVehicles[0].year"),
         ({"callerInfo": {"timestamp": "12:00"}}, "callerInfo.timestamp"),
-        ({"unknownField": 1}, "body"),
+        ({"unknownField": 1}, "unknownField"),
     ],
 )
 def test_upsert_rejects_invalid_event(

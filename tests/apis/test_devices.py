@@ -179,7 +179,7 @@ def test_get_unknown_device_is_404(client: httpx.Client) -> None:
         ({"name": "Half", "location": {"latitude": 33.7}}, "location"),
         ({"name": "Empty", "location": {}}, "location"),
         ({"name": "Far", "location": {"latitude": 95, "longitude": 0}}, "location.latitude"),
-        ({**NEW_DEVICE, "color": "red"}, "body"),
+        ({**NEW_DEVICE, "color": "red"}, "color"),
     ],
 )
 def test_create_invalid_body_is_422(client: httpx.Client, body: dict, field: str) -> None:
@@ -234,7 +234,7 @@ def test_update_empty_body_is_422(client: httpx.Client) -> None:
 def test_update_unknown_field_is_422(client: httpx.Client) -> None:
     response = client.patch("/devices/cam-downtown-01", json={"type": "audio"})
     assert response.status_code == 422
-    assert response.json()["field"] == "body"
+    assert response.json()["field"] == "type"
 
 
 def test_update_unknown_device_is_404(client: httpx.Client) -> None:

@@ -251,7 +251,7 @@ def test_subject_put_needs_registered_type(client: httpx.Client) -> None:
         ({"externalId": ""}, "externalId"),
         ({"updatedAt": "2025-04-12 noon"}, "updatedAt"),
         ({"isRecording": "yes"}, "isRecording"),
-        ({"subjectId": "mine"}, "body"),
+        ({"subjectId": "mine"}, "subjectId"),
     ],
 )
 def test_subject_put_rejects_invalid(

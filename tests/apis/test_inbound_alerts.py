@@ -319,7 +319,7 @@ def test_update_checks_subject(client: httpx.Client) -> None:
             {"attachments": [{"type": "link", "name": "A", "url": "https://a.example"}] * 2},
             "attachments",
         ),
-        ({"status": "open"}, "body"),
+        ({"status": "open"}, "status"),
     ],
 )
 def test_create_rejects_invalid_alert(
