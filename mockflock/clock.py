@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -21,8 +22,8 @@ class Clock:
         return time.time() + self._offset
 
     def advance(self, seconds: float) -> None:
-        if seconds < 0:
-            raise ValueError(f"seconds={seconds!r} must not be negative: the mock's clock only moves forward")
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"seconds={seconds!r} must be a finite number of seconds, at least 0: the mock's clock only moves forward")
         with self._lock:
             self._offset += seconds
 

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import jwt
 
@@ -45,6 +48,17 @@ _KEY_POOL: list[SigningKey] = []
 # Tokens minted by `Control.mint_token(revoked=True)` stay revoked across
 # resets, up to this many; their ids are random, so no other token is affected.
 MAX_BORN_REVOKED = 10_000
+# The clock may run at most this far ahead of real time, so every date the
+# mock writes stays a valid timestamp (year 9999 is the limit of most).
+MAX_CLOCK_OFFSET = 100 * 365 * 86400
+MAX_CLOCK_OFFSET_TEXT = "100 years"
+# A token lifetime may be at most this long.
+MAX_LIFETIME = 10 * 365 * 86400
+MAX_LIFETIME_TEXT = "10 years"
+
+
+class AppExists(ValueError):
+    """`Control.register_app` was given a client_id that an environment already has."""
 
 
 class HarnessState:
@@ -137,13 +151,33 @@ class Control:
         auto_consent: bool = False,
         require_pkce: bool = False,
         name: str | None = None,
+        replace: bool = False,
     ) -> AppConfig:
         """Register an app (OAuth client) in the given environments, or in all of them.
 
         The arguments mean what the configuration file's `apps` entries
         mean; scopes may contain "*" for every scope the grants can use.
-        A reset removes the app again.
+        Redirect URIs must be absolute http or https URLs. A client_id that
+        is already registered raises `AppExists` unless `replace` is true.
+        A reset removes the app again (and restores a replaced one).
         """
+        if not isinstance(client_id, str) or not client_id.strip():
+            raise ValueError(f"client_id={client_id!r} must be a non-empty string")
+        if not isinstance(secret, str) or not secret:
+            raise ValueError(f"secret for client_id={client_id!r} must be a non-empty string")
+        grants = _string_list("grants", grants)
+        scopes = _string_list("scopes", scopes)
+        redirect_uris = _string_list("redirect_uris", redirect_uris)
+        if environments is not None:
+            environments = _string_list("environments", environments)
+        for field_name, flag in (("auto_consent", auto_consent), ("require_pkce", require_pkce), ("replace", replace)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{field_name}={flag!r} must be true or false")
+        for field_name, text in (("organization", organization), ("name", name)):
+            if text is not None and not isinstance(text, str):
+                raise ValueError(f"{field_name}={text!r} must be a string or null")
+        for uri in redirect_uris:
+            _check_redirect_uri(uri)
         organization = organization or next(iter(self.server.config.organizations), "")
         body: dict[str, Any] = {
             "secret": secret,
@@ -157,6 +191,13 @@ class Control:
             "require_pkce": require_pkce,
         }
         app = self._parse_app(client_id, body)
+        taken = [env_name for env_name in app.environments
+                 if env_name in self.server.environments and self.server.environments[env_name].clients.get(client_id)]
+        if taken and not replace:
+            raise AppExists(
+                f"client_id={client_id!r} is already registered in {', '.join(taken)}; "
+                "choose another client_id, or set replace to true to replace that app"
+            )
         for env_name in app.environments:
             if env_name in self.server.environments:
                 self.server.environments[env_name].clients.register(app)
@@ -172,7 +213,7 @@ class Control:
             return parse_config(raw, source="register_app").apps[client_id]
         except ConfigError as exc:
             # The message names the field; to the caller it is a bad argument.
-            raise ValueError(str(exc).replace("apps.", "app ")) from None
+            raise ValueError(str(exc).replace(f"apps.{client_id} in register_app", f"app {client_id!r}")) from None
 
     def app(self, client_id: str, environment: str = "production") -> AppConfig:
         app = self.environment(environment).clients.get(client_id)
@@ -208,6 +249,8 @@ class Control:
         """Register a Flock user who can sign in on the login page; a reset removes them again."""
         from mockflock.users import parse_directory
 
+        if not isinstance(user_id, str) or not user_id.strip():
+            raise ValueError(f"id={user_id!r} must be a non-empty string")
         config = self.server.config
         body: dict[str, Any] = {
             "password": password,
@@ -222,7 +265,7 @@ class Control:
         try:
             user = parse_directory(raw, config.organizations, "register_user").users[user_id]
         except ConfigError as exc:
-            raise ValueError(str(exc)) from None
+            raise ValueError(str(exc).replace(f"users.{user_id} in register_user", f"user {user_id!r}")) from None
         for env in self._environments(None):
             if environments is None or env.name in set(environments):
                 env.users.add(user)
@@ -237,8 +280,15 @@ class Control:
 
     def advance_clock(self, seconds: float) -> float:
         """Move the mock's clock forward; tokens, codes and quotas expire as if time had passed."""
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
-            raise ValueError(f"seconds={seconds!r} must be a number of seconds of at least 0")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < math.inf:
+            raise ValueError(f"seconds={seconds!r} must be a finite number of seconds of at least 0")
+        offset = self.now() - time.time()
+        if offset + seconds > MAX_CLOCK_OFFSET:
+            raise ValueError(
+                f"seconds={seconds!r} would move the clock more than {MAX_CLOCK_OFFSET_TEXT} "
+                f"({MAX_CLOCK_OFFSET} s) past real time; it is already {offset:.0f} s ahead, "
+                "so advance it less or reset the mock"
+            )
         self.server.clock.advance(seconds)
         now = self.now()
         self.journal_state.record_event("advance_clock", time=now, seconds=seconds)
@@ -258,8 +308,10 @@ class Control:
         if unknown:
             raise ValueError(f"{', '.join(unknown)} is not a token lifetime; use some of {', '.join(LIFETIME_NAMES)}")
         for name, value in seconds.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name}={value!r} must be a positive whole number of seconds")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_LIFETIME:
+                raise ValueError(
+                    f"{name}={value!r} must be a whole number of seconds from 1 to {MAX_LIFETIME} ({MAX_LIFETIME_TEXT})"
+                )
         lifetimes = None
         for env in self._environments(environment):
             lifetimes = dataclasses.replace(env.config.lifetimes, **seconds)
@@ -311,13 +363,20 @@ class Control:
     ) -> list[str]:
         """Revoke access tokens by id, or every token issued to a client or user.
 
-        For a client or user, the access tokens are those the journal saw
-        issued, plus every token of their user-level token families, whose
-        refresh tokens are revoked too. Returns the revoked token ids.
+        A `jti` goes on the deny list of each environment named (or of
+        all), whether or not the mock issued it, so a token minted some
+        other way with that id is rejected too. For a client or user, the
+        access tokens are those the journal saw issued, plus every token
+        of their user-level token families, whose refresh tokens are
+        revoked too; a client or user with no tokens revokes nothing.
+        Returns the revoked token ids, each once.
         """
+        for field_name, value in (("jti", jti), ("client_id", client_id), ("subject", subject)):
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"{field_name}={value!r} must be a non-empty string or null")
         if not (jti or client_id or subject):
-            raise ValueError("Name what to revoke: jti=, client_id= or subject=")
-        revoked: list[str] = []
+            raise ValueError("Name what to revoke: jti, client_id or subject")
+        revoked: dict[str, None] = {}
         for env in self._environments(environment):
             jtis = {jti} if jti else set()
             for entry in self.journal_state.entries():
@@ -329,11 +388,11 @@ class Control:
             jtis |= _revoke_families(env, client_id=client_id, subject=subject)
             jtis.discard(None)  # type: ignore[arg-type]
             env.revoked.update(jtis)
-            revoked.extend(sorted(jtis))
+            revoked.update(dict.fromkeys(sorted(jtis)))
             self.journal_state.record_event(
                 "revoke", time=self.now(), environment=env.name, jtis=sorted(jtis), client_id=client_id, subject=subject
             )
-        return revoked
+        return list(revoked)
 
     def mint_token(
         self,
@@ -498,6 +557,29 @@ class Control:
         if environment is None:
             return list(self.server.environments.values())
         return [self.environment(environment)]
+
+
+def _string_list(field_name: str, values: Iterable[str]) -> list[str]:
+    """Return `values` as a list, or raise ValueError naming the field unless it is an iterable of strings."""
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+        raise ValueError(f"{field_name}={values!r} must be a list of strings")
+    listed = list(values)
+    if not all(isinstance(value, str) for value in listed):
+        raise ValueError(f"{field_name}={listed!r} must be a list of strings")
+    return listed
+
+
+def _check_redirect_uri(uri: str) -> None:
+    """Raise ValueError unless `uri` is an absolute http(s) URL with a host and no fragment (RFC 6749 3.1.2)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+        raise ValueError(
+            f"redirect_uris has {uri[:200]!r}; each redirect URI must be an absolute http or https URL "
+            "with a host and no fragment, such as https://app.example/callback"
+        )
 
 
 def _revoke_families(env: Environment, *, client_id: str | None, subject: str | None) -> set[str]:

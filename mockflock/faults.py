@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import json
 import logging
+import math
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -55,7 +56,7 @@ class Fault:
     environment: str | None = None
     times: int | None = 1
     status: int = 503
-    retry_after: float | None = None
+    retry_after: int | None = None
     latency: float = 0.0
     id: int = 0
     fired: int = 0
@@ -67,8 +68,8 @@ class Fault:
         if self.kind == "drop":
             return "dropped connection"
         if self.kind == "rate_limit":
-            return f"429 Retry-After {self.retry_after:g}"
-        return f"{self.status}" + (f" Retry-After {self.retry_after:g}" if self.retry_after is not None else "")
+            return f"429 Retry-After {self.retry_after}"
+        return f"{self.status}" + (f" Retry-After {self.retry_after}" if self.retry_after is not None else "")
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -98,11 +99,14 @@ def make_fault(
             f"of contracts/matrix.yaml, such as listHotlists"
         )
     if environment is not None and environment not in environments:
-        raise ValueError(f"environment={environment!r} is not served; use one of {', '.join(environments)} or None for all")
+        raise ValueError(f"environment={environment!r} is not served; use one of {', '.join(environments)} or null for all")
     if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
-        raise ValueError(f"times={times!r} must be a whole number of requests of at least 1, or None for every request")
-    if retry_after is not None and (isinstance(retry_after, bool) or not 0 <= retry_after <= 86400):
-        raise ValueError(f"retry_after={retry_after!r} must be a number of seconds between 0 and 86400")
+        raise ValueError(f"times={times!r} must be a whole number of requests of at least 1, or null for every request")
+    if retry_after is not None:
+        if not _is_number(retry_after) or not 0 <= retry_after <= 86400:
+            raise ValueError(f"retry_after={retry_after!r} must be a number of seconds between 0 and 86400")
+        # Retry-After carries whole seconds (RFC 9110 10.2.3): round a fraction up, never down to "retry at once".
+        retry_after = math.ceil(retry_after)
 
     if kind == "error":
         status = 503 if status is None else status
@@ -112,16 +116,21 @@ def make_fault(
         raise ValueError(f"status={status!r} applies only to error faults")
     if kind == "rate_limit":
         status = 429
-        retry_after = 1.0 if retry_after is None else retry_after
+        retry_after = 1 if retry_after is None else retry_after
     if kind == "latency":
-        if latency is None or isinstance(latency, bool) or not 0 < latency <= MAX_LATENCY_SECONDS:
+        if not _is_number(latency) or not 0 < latency <= MAX_LATENCY_SECONDS:
             raise ValueError(f"latency={latency!r} must be a number of seconds above 0 and at most {MAX_LATENCY_SECONDS:g}")
     elif latency is not None:
         raise ValueError(f"latency={latency!r} applies only to latency faults")
     return Fault(
         kind=kind, target=target, environment=environment, times=times, status=status or 503,
-        retry_after=None if retry_after is None else float(retry_after), latency=float(latency or 0.0),
+        retry_after=retry_after, latency=float(latency or 0.0),
     )
+
+
+def _is_number(value: object) -> bool:
+    """Tell whether `value` is an int or float (true and false are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _operation_ids() -> set[str]:
@@ -224,7 +233,7 @@ class FaultMiddleware:
         where = self._describe_target(scope)
         headers = {}
         if fault.retry_after is not None:
-            headers["Retry-After"] = f"{fault.retry_after:g}" if fault.retry_after != int(fault.retry_after) else str(int(fault.retry_after))
+            headers["Retry-After"] = str(fault.retry_after)
         if fault.kind == "rate_limit":
             error = ProtocolError(
                 f"Too many requests: mockflock injected a 429 on {where}. Wait the Retry-After "

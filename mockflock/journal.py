@@ -397,8 +397,7 @@ class JournalMiddleware:
             entry["token"] = summarize_jwt(token, self.environments.values()) if token else None
         if entry["token"]:
             entry["client_id"] = entry["token"]["client_id"]
-        if b"access_token" in query:
-            entry["secret_in_url"] = _secret_names(query)
+        entry["secret_in_url"] = _secret_names(query) if query else ()
 
     def _describe_credentials(self, entry: dict[str, Any], scope: Scope, query: bytes, params: dict[str, str],
                               exchange: _Exchange) -> None:

@@ -354,6 +354,8 @@ def _refetched(entries: list[Entry], context: RuleContext) -> Iterator[Violation
     held: dict[tuple[Any, ...], list[tuple[Entry, dict[str, Any]]]] = defaultdict(list)
     invalid: set[str] = set()
     findings: dict[tuple[Any, ...], list[tuple[Entry, Entry]]] = defaultdict(list)
+    # Refresh token fingerprint -> scopes of the access token issued with it: the grant a refresh renews.
+    grant_scopes: dict[str, frozenset[str]] = {}
     for entry in entries:
         if entry["endpoint"] == "control":
             _invalidate_on_control(entry, held, invalid)
@@ -363,12 +365,14 @@ def _refetched(entries: list[Entry], context: RuleContext) -> Iterator[Violation
             invalid.add(token["jti"])
             continue
         issued = entry.get("issued") if entry["endpoint"] == "token" else None
+        if issued and entry.get("refresh_issued"):
+            grant_scopes[entry["refresh_issued"]] = grant_scopes.get(entry.get("refresh_presented") or "", issued["scopes"])
         if not issued or entry.get("grant_type") not in ("client_credentials", "refresh_token"):
             if issued:
                 held[_holder(entry, issued)].append((entry, issued))
             continue
         key = _holder(entry, issued)
-        wanted = _wanted_scopes(entry, context)
+        wanted = _wanted_scopes(entry, context, grant_scopes)
         for earlier, token in held[key]:
             if token["jti"] in invalid or not _comfortably_valid(token, entry["t"]):
                 continue
@@ -399,11 +403,20 @@ def _holder(entry: Entry, issued: dict[str, Any]) -> tuple[Any, ...]:
     return (entry["environment"], entry.get("client_id"), level, issued.get("subject") if level == "user" else None)
 
 
-def _wanted_scopes(entry: Entry, context: RuleContext) -> frozenset[str] | None:
+def _wanted_scopes(entry: Entry, context: RuleContext, grant_scopes: Mapping[str, frozenset[str]]) -> frozenset[str] | None:
+    """Return the scopes a token request asked for, or None when they cannot be known.
+
+    A refresh without `scope` asks for the scopes of the grant it renews
+    (RFC 6749 6): those of the token first issued in its family, else
+    those of the token this refresh returned.
+    """
     if entry.get("scope"):
         return entry["scope"]
     if entry.get("grant_type") == "refresh_token":
-        return None
+        family = grant_scopes.get(entry.get("refresh_presented") or "")
+        if family is not None:
+            return family
+        return (entry.get("issued") or {}).get("scopes")
     app = context.app(entry["environment"], entry.get("client_id"))
     return app.scopes if app else None
 
@@ -571,7 +584,8 @@ def _refresh_reused(entries: list[Entry], context: RuleContext) -> Iterator[Viol
 
 
 @rule("retry-after-ignored", "Retry-After ignored",
-      "A client sends its next request before the Retry-After time of a 429 or 503 has passed.")
+      "A client sends its next request before the Retry-After time of a 429 or 503 has passed. "
+      "After a 429 of a user's own quota, only that user's next request counts.")
 def _retry_after_ignored(entries: list[Entry], context: RuleContext) -> Iterator[Violation]:
     requests = _requests(entries)
     for index, entry in enumerate(requests):
@@ -579,11 +593,13 @@ def _retry_after_ignored(entries: list[Entry], context: RuleContext) -> Iterator
         if wait is None:
             continue
         target = _target_class(entry)
+        actor = _quota_actor(entry)
         next_request = next(
             (
                 other for other in requests[index + 1:]
                 if other["environment"] == entry["environment"] and other.get("client_id") == entry.get("client_id")
                 and _target_class(other) == target and other["t"] >= entry["t_end"]
+                and (actor is None or _quota_actor(other, user_quota=True) == actor)
             ),
             None,
         )
@@ -599,6 +615,17 @@ def _retry_after_ignored(entries: list[Entry], context: RuleContext) -> Iterator
                 f"{target}, and back off when there is none.",
             requests=_seqs([entry, next_request]), environment=entry["environment"], client_id=entry.get("client_id"),
         )
+
+
+def _quota_actor(entry: Entry, *, user_quota: bool = False) -> str | None:
+    """Return the user whose own quota a 429 used up, or None when the Retry-After binds the whole app.
+
+    With `user_quota`, return the user of any request made with a user token.
+    """
+    token = entry.get("token") or {}
+    if not (user_quota or entry.get("reason") == "user_quota_exceeded") or token.get("level") != "user":
+        return None
+    return token.get("subject")
 
 
 def _target_class(entry: Entry) -> str:
@@ -626,17 +653,30 @@ def _two_places(entries: list[Entry], context: RuleContext) -> Iterator[Violatio
       "A client secret, token or PKCE verifier appears in a request's query string.")
 def _secret_in_url(entries: list[Entry], context: RuleContext) -> Iterator[Violation]:
     leaked = [entry for entry in _requests(entries) if entry.get("secret_in_url")]
-    for (env, client, _endpoint, names), group in _group(
+    for (env, client, endpoint, names), group in _group(
         leaked, lambda e: (e["environment"], e.get("client_id"), e["endpoint"], tuple(e["secret_in_url"]))
     ).items():
-        where = "an Authorization: Bearer header" if names == ("access_token",) else "the POST form body"
         yield Violation(
             rule="secret-in-url", title=RULES["secret-in-url"].title,
             message=f"{client or 'A client'} put {', '.join(names)} in the URL of {_operation_name(group[0])} "
                     f"({len(group)} request(s)), where proxies, browsers and server logs keep it.",
-            fix=f"Send {', '.join(names)} in {where}, never in the query string (RFC 6749 2.3.1, RFC 6750 2.3).",
+            fix=_secret_in_url_fix(endpoint, names),
             requests=_seqs(group), environment=env, client_id=client,
         )
+
+
+def _secret_in_url_fix(endpoint: str, names: tuple[str, ...]) -> str:
+    never = "never in the query string (RFC 6749 2.3.1, RFC 6750 2.3)"
+    if endpoint != "api":
+        return f"Send {', '.join(names)} in the POST form body, {never}."
+    fixes = []
+    if "access_token" in names:
+        fixes.append(f"Send the access token in an Authorization: Bearer header, {never}.")
+    others = [name for name in names if name != "access_token"]
+    if others:
+        fixes.append(f"Send {', '.join(others)} only to the token endpoint, in the Authorization header or the "
+                     "POST form body; an API request needs nothing but the bearer token.")
+    return " ".join(fixes)
 
 
 def _authorization_requests(entries: list[Entry]) -> list[Entry]:

@@ -10,10 +10,13 @@ key header, or a bearer token fetched from the subscriber's token endpoint
 
 Deliveries run on the server's event loop. A connection error, a timeout,
 a 5xx or a 429 is retried with exponential backoff, and so is one 401 of an
-OAuth 2.0 subscription, after fetching a fresh token. Every attempt is
-recorded in `deliveries(mock)` and served at GET /_mockflock/webhooks/deliveries.
-Credentials and tokens are never logged or recorded, and user info in
-URLs is masked.
+OAuth 2.0 subscription, after fetching a fresh token. Each attempt,
+token request included, must finish within `timeout` seconds in total,
+and at most 64 KiB of any response body is read. Every attempt is
+recorded in `deliveries(mock)` and served at GET /_mockflock/webhooks/deliveries;
+clearing that log (as a reset does) also cancels the deliveries still in
+flight or waiting to retry. Credentials and tokens are never logged or
+recorded, and user info in URLs is masked.
 
 What is modeled: the alert fields come from the read and, where the
 Device API knows the device, from the device. Subscriptions with
@@ -23,7 +26,7 @@ Reads from other organizations' shared cameras are not modeled, so
 
 The `webhooks` mapping of the configuration file tunes delivery:
 `max_attempts` (5), `base_delay` (0.2 s, doubled after each failure),
-`max_delay` (5 s), `timeout` (5 s per request) and `history` (1000
+`max_delay` (5 s), `timeout` (5 s per attempt) and `history` (1000
 recorded attempts).
 """
 
@@ -36,6 +39,7 @@ import copy
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -51,8 +55,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from mockflock.admin import admin_route, environment_of, mock_of
-from mockflock.apis.custom_hotlists import find_matches, normalize_plate, parse_timestamp
+from mockflock.apis.custom_hotlists import find_matches, parse_timestamp
+from mockflock.apis.plate_lookup import normalize_plate
 from mockflock.errors import ApiError, ConfigError, MockflockError
+from mockflock.jsonbody import json_type, parse_json
 from mockflock.store import OrgData
 
 if TYPE_CHECKING:
@@ -63,6 +69,10 @@ logger = logging.getLogger(__name__)
 SUBSCRIPTIONS = "hotlist_alert_subscriptions"
 READS = "reads"
 USER_AGENT = "mockflock-webhooks/1"
+# The most of a subscriber's response body that is read; the rest is discarded.
+MAX_RESPONSE_BYTES = 64 * 1024
+# Characters that XML 1.0 does not allow in a document, not even as references.
+XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 READ_FIELDS = {
     "id": str,
     "plate": str,
@@ -120,6 +130,10 @@ class TokenRequestError(MockflockError):
     """The subscriber's OAuth 2.0 token endpoint did not issue a token."""
 
 
+class _Stale(Exception):
+    """The delivery log was cleared while this delivery was running."""
+
+
 class WebhookDeliveries:
     """The delivery attempts of one mock server, its OAuth 2.0 token cache and its in-flight count."""
 
@@ -133,6 +147,8 @@ class WebhookDeliveries:
         # Cache key -> (access token, time.monotonic() after which it is refreshed).
         self._tokens: dict[str, tuple[str, float]] = {}
         self._token_locks: dict[str, asyncio.Lock] = {}
+        # Bumped by `clear`; a delivery from an older generation sends and records nothing more.
+        self.generation = 0
 
     def records(
         self,
@@ -166,14 +182,30 @@ class WebhookDeliveries:
             return self._idle.wait_for(lambda: self._pending == 0, timeout)
 
     def clear(self) -> None:
-        """Forget the recorded attempts and cached tokens; deliveries in flight go on."""
+        """Forget the recorded attempts and cached tokens, and cancel every delivery in flight or waiting to retry.
+
+        Safe to call from any thread. No attempt of a cancelled delivery is
+        sent or recorded afterwards, even if its task has not stopped yet.
+        """
         with self._lock:
+            self.generation += 1
             self._records.clear()
             self._tokens.clear()
+            tasks = list(self._tasks)
+        for task in tasks:
+            _cancel(task)
 
-    def _record(self, record: dict[str, Any]) -> None:
+    def current(self, generation: int) -> bool:
+        """Tell whether a delivery started in `generation` may still send and record attempts."""
         with self._lock:
+            return generation == self.generation
+
+    def _record(self, record: dict[str, Any], generation: int) -> bool:
+        with self._lock:
+            if generation != self.generation:
+                return False
             self._records.append(record)
+            return True
 
     def _started(self) -> None:
         with self._lock:
@@ -188,6 +220,16 @@ class WebhookDeliveries:
         with self._lock:
             self._tasks.discard(future)
         self._finished()
+
+
+def _cancel(task: Any) -> None:
+    """Cancel an asyncio task or a concurrent future from any thread."""
+    if isinstance(task, asyncio.Task):
+        loop = task.get_loop()
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(task.cancel)
+    else:
+        task.cancel()
 
 
 _CREATE_LOCK = threading.Lock()
@@ -250,7 +292,12 @@ def _check_read_fields(fields: dict[str, Any], data: OrgData, mock: MockServer) 
     for name in ("plate", "deviceId"):
         if not str(read.get(name, "")).strip():
             raise ApiError(f"Read field {name!r} is required and must not be blank.", extra={"field": name})
+    # Injected reads are stored like uploaded ones: upper case, no spaces or hyphens.
     read["plate"] = normalize_plate(read["plate"])
+    if not read["plate"]:
+        raise ApiError(
+            f"Read field 'plate' must contain letters or digits; received {fields['plate'][:80]!r}.", extra={"field": "plate"}
+        )
 
     device = _device(data, read["deviceId"])
     if "networkId" not in read:
@@ -339,7 +386,7 @@ def _alert_subscribers(mock: MockServer, env_name: str, data: OrgData, read: dic
         logger.warning("Read %s has timestamp %r, which is not RFC 3339; no hotlist alert is sent",
                        read["id"], read["timestamp"])
         return
-    matches = find_matches(data, normalize_plate(read["plate"]), read.get("state"), at)
+    matches = find_matches(data, read["plate"], read.get("state"), at)
     if not matches:
         return
     with data.lock:
@@ -419,7 +466,7 @@ def _xml_fill(parent: ElementTree.Element, value: Any) -> None:
     elif isinstance(value, bool):
         parent.text = "true" if value else "false"
     else:
-        parent.text = str(value)
+        parent.text = XML_FORBIDDEN.sub("", str(value))
 
 
 def _schedule(mock: MockServer, log: WebhookDeliveries, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -488,10 +535,13 @@ class _Delivery:
         self.alert = alert
         self.id = str(uuid.uuid4())
         self.url = subscription["callbackUrl"]
+        self.generation = log.generation
 
     async def run(self) -> None:
         try:
             await self._run()
+        except (asyncio.CancelledError, _Stale):
+            logger.info("Delivery %s of read %s was cancelled when the delivery log was cleared", self.id, self.read_id)
         except Exception:
             logger.exception("Delivery %s of read %s to subscription %s failed unexpectedly",
                              self.id, self.read_id, self.subscription["id"])
@@ -503,20 +553,23 @@ class _Delivery:
         refreshed_after_401 = False
         async with httpx.AsyncClient(timeout=self.settings.timeout, follow_redirects=False) as client:
             for attempt in range(1, self.settings.max_attempts + 1):
+                if not self.log.current(self.generation):
+                    return
                 started = time.monotonic()
                 status: int | None = None
                 error: str | None = None
                 retry_after: float | None = None
                 try:
-                    headers = await self._auth_headers(client, credentials)
-                    headers.update({"Content-Type": content_type, "User-Agent": USER_AGENT})
-                    response = await client.post(self.url, content=body, headers=headers)
-                    status = response.status_code
-                    retry_after = _retry_after(response)
+                    # One deadline for the whole attempt: a receiver that trickles bytes cannot stretch it.
+                    status, retry_after = await asyncio.wait_for(
+                        self._attempt(client, credentials, content_type, body), self.settings.timeout
+                    )
                 except TokenRequestError as exc:
                     error = str(exc)
                 except (httpx.HTTPError, httpx.InvalidURL) as exc:
                     error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                except asyncio.TimeoutError:
+                    error = f"timed out: no complete response within {self.settings.timeout:g} s"
                 retryable = status is None or status >= 500 or status == 429
                 if status == 401 and credentials["scheme"] == "oauth2" and not refreshed_after_401:
                     # The cached token may have been revoked: fetch a new one once.
@@ -529,7 +582,8 @@ class _Delivery:
                     outcome = "retrying"
                 else:
                     outcome = "failed"
-                self._record(attempt, status, error, outcome, time.monotonic() - started)
+                if not self._record(attempt, status, error, outcome, time.monotonic() - started):
+                    return
                 if outcome != "retrying":
                     self._log_outcome(outcome, attempt, status, error)
                     return
@@ -542,8 +596,19 @@ class _Delivery:
                 )
                 await asyncio.sleep(delay)
 
-    def _record(self, attempt: int, status: int | None, error: str | None, outcome: str, seconds: float) -> None:
-        self.log._record({
+    async def _attempt(
+        self, client: httpx.AsyncClient, credentials: dict[str, Any], content_type: str, body: bytes
+    ) -> tuple[int, float | None]:
+        """POST the alert once; return the status and the Retry-After seconds, if any."""
+        headers = await self._auth_headers(client, credentials)
+        headers.update({"Content-Type": content_type, "User-Agent": USER_AGENT})
+        if not self.log.current(self.generation):
+            raise _Stale
+        response, _ = await _post_capped(client, self.url, content=body, headers=headers)
+        return response.status_code, _retry_after(response)
+
+    def _record(self, attempt: int, status: int | None, error: str | None, outcome: str, seconds: float) -> bool:
+        return self.log._record({
             "deliveryId": self.id,
             "attempt": attempt,
             "outcome": outcome,
@@ -559,7 +624,7 @@ class _Delivery:
             "scheme": self.subscription["credentials"]["scheme"],
             "contentType": self.subscription.get("contentType", "application/json"),
             "alert": self.alert,
-        })
+        }, self.generation)
 
     def _log_outcome(self, outcome: str, attempt: int, status: int | None, error: str | None) -> None:
         if outcome == "delivered":
@@ -603,7 +668,8 @@ class _Delivery:
             # Refresh a little before expiry, so a token never expires in flight.
             refresh_at = time.monotonic() + lifetime - min(30.0, lifetime * 0.1)
             with self.log._lock:
-                self.log._tokens[key] = (token, refresh_at)
+                if self.generation == self.log.generation:
+                    self.log._tokens[key] = (token, refresh_at)
             return token
 
     async def _fetch_token(self, client: httpx.AsyncClient, oauth2: dict[str, Any]) -> tuple[str, float]:
@@ -623,15 +689,17 @@ class _Delivery:
 
         where = f"token endpoint {redact_url(endpoint)}"
         try:
-            response = await client.post(endpoint, data=form, headers=headers)
+            response, content = await _post_capped(client, endpoint, data=form, headers=headers)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise TokenRequestError(f"{where} failed: {type(exc).__name__}: {exc}") from None
         if response.status_code != 200:
             raise TokenRequestError(f"{where} returned status {response.status_code}")
+        if content is None:
+            raise TokenRequestError(f"{where} returned a body of more than {MAX_RESPONSE_BYTES} bytes")
 
         try:
-            body = response.json()
-        except ValueError:
+            body = json.loads(content)
+        except (ValueError, RecursionError):
             raise TokenRequestError(f"{where} returned a body that is not JSON") from None
         token = body.get("access_token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
@@ -642,6 +710,20 @@ class _Delivery:
             lifetime = 3600
         logger.debug("Fetched a token for subscription %s from %s", self.subscription["id"], where)
         return token, float(lifetime)
+
+
+async def _post_capped(client: httpx.AsyncClient, url: str, **options: Any) -> tuple[httpx.Response, bytes | None]:
+    """POST and read at most MAX_RESPONSE_BYTES of the body; return it, or None when the body was longer.
+
+    The rest of a longer body is never read: the connection is closed instead.
+    """
+    async with client.stream("POST", url, **options) as response:
+        content = bytearray()
+        async for chunk in response.aiter_bytes():
+            content += chunk
+            if len(content) > MAX_RESPONSE_BYTES:
+                return response, None
+        return response, bytes(content)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -660,11 +742,11 @@ async def admin_inject_read(request: Request) -> Response:
     """Inject a plate read into the requesting environment and send its hotlist alerts."""
     mock = mock_of(request)
     try:
-        body = json.loads(await request.body())
+        body = parse_json(await request.body())
     except ValueError:
         raise ApiError("The body must be a JSON object such as {\"plate\": \"ABC123\", \"deviceId\": \"...\", \"networkId\": \"...\"}.") from None
     if not isinstance(body, dict):
-        raise ApiError(f"The body must be a JSON object, not {type(body).__name__}.")
+        raise ApiError(f"The body must be a JSON object, not {json_type(body)}.")
     organizations = list(mock.config.organizations)
     organization = body.pop("organization", organizations[0] if organizations else None)
     if not isinstance(organization, str):

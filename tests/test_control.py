@@ -90,7 +90,7 @@ def test_revoke_by_client_and_by_jti(mockflock: Control, http: httpx.Client) -> 
 
 
 def test_revoke_needs_a_target(mockflock: Control) -> None:
-    with pytest.raises(ValueError, match="jti=, client_id= or subject="):
+    with pytest.raises(ValueError, match="jti, client_id or subject"):
         mockflock.revoke()
 
 
@@ -168,6 +168,8 @@ def test_dropped_connection_fault(mockflock: Control, http: httpx.Client) -> Non
         ({"kind": "latency"}, "latency=None"),
         ({"kind": "error", "times": 0}, "times=0"),
         ({"kind": "drop", "environment": "staging"}, "environment='staging'"),
+        ({"kind": "rate_limit", "retry_after": "5"}, "retry_after='5'"),
+        ({"kind": "latency", "latency": "1"}, "latency='1'"),
     ],
 )
 def test_fault_arguments_are_checked(mockflock: Control, options: dict, message: str) -> None:
@@ -320,3 +322,92 @@ def test_narrowing_applies_to_refresh_grants(mockflock: Control, http: httpx.Cli
     body = http.post(mockflock.token_url(), auth=("demo-user-app", "demo-user-secret"),
                      data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}).json()
     assert body["scope"] == "custom-hotlists:read"
+
+
+@pytest.mark.parametrize("seconds", [float("inf"), float("nan"), 1e308])
+def test_clock_rejects_endless_advance(mockflock: Control, seconds: float) -> None:
+    before = mockflock.now()
+    with pytest.raises(ValueError, match="seconds="):
+        mockflock.advance_clock(seconds)
+    assert mockflock.now() < before + 60
+
+
+def test_clock_offset_is_capped_in_total(mockflock: Control) -> None:
+    mockflock.advance_clock(99 * 365 * 86400)
+    with pytest.raises(ValueError, match="100 years"):
+        mockflock.advance_clock(2 * 365 * 86400)
+
+
+@pytest.mark.parametrize("body", ['{"seconds": 1e999}', '{"seconds": Infinity}', '{"seconds": 1e308}',
+                                  '{"seconds": "60"}'])
+def test_admin_clock_rejects_out_of_range_advance(mockflock: Control, http: httpx.Client, body: str) -> None:
+    response = http.post(admin(mockflock) + "/clock/advance", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert http.get(admin(mockflock) + "/clock").status_code == 200
+    assert token_for(http, mockflock).status_code == 200
+
+
+@pytest.mark.parametrize("value", [1e20, 10**12, 60.5, 0])
+def test_admin_lifetimes_need_bounded_whole_seconds(mockflock: Control, http: httpx.Client, value: float) -> None:
+    response = http.put(admin(mockflock) + "/lifetimes", json={"machine_access": value})
+    assert response.status_code == 400
+    description = response.json()["error_description"]
+    assert f"machine_access={value!r}" in description
+    assert "10 years" in description
+    assert token_for(http, mockflock).json()["expires_in"] == 86400
+
+
+@pytest.mark.parametrize(("given", "sent"), [(0.5, "1"), (1e-9, "1"), (2, "2"), (0, "0")])
+def test_retry_after_is_whole_seconds(mockflock: Control, http: httpx.Client, given: float, sent: str) -> None:
+    mockflock.inject_fault("rate_limit", target="token", retry_after=given)
+    assert token_for(http, mockflock).headers["Retry-After"] == sent
+
+
+def test_admin_fault_with_text_retry_after_is_400(mockflock: Control, http: httpx.Client) -> None:
+    response = http.post(admin(mockflock) + "/faults", json={"kind": "rate_limit", "retry_after": "5"})
+    assert response.status_code == 400
+    assert "retry_after='5' must be a number" in response.json()["error_description"]
+
+
+def test_admin_refuses_duplicate_client_id(mockflock: Control, http: httpx.Client) -> None:
+    response = http.post(admin(mockflock) + "/apps", json={"client_id": "demo-machine", "secret": "other"})
+    assert response.status_code == 409
+    assert "client_id='demo-machine' is already registered" in response.json()["error_description"]
+    assert mockflock.app("demo-machine").secret != "other"
+    replaced = http.post(admin(mockflock) + "/apps", json={"client_id": "demo-machine", "secret": "other", "replace": True})
+    assert replaced.status_code == 201
+    assert mockflock.app("demo-machine").secret == "other"
+
+
+@pytest.mark.parametrize("uri", ["javascript:alert(1)", "ftp://files.example/cb", "/callback", "https://app.example/cb#x"])
+def test_admin_needs_http_redirect_uris(mockflock: Control, http: httpx.Client, uri: str) -> None:
+    response = http.post(admin(mockflock) + "/apps", json={"client_id": "web-app", "secret": "s", "redirect_uris": [uri]})
+    assert response.status_code == 400
+    assert "redirect_uris" in response.json()["error_description"]
+    assert mockflock.environment().clients.get("web-app") is None
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"client_id": "", "secret": "s"}, "client_id=''"),
+    ({"client_id": "x", "secret": ""}, "secret"),
+    ({"client_id": "x", "secret": "s", "grants": "client_credentials"}, "grants="),
+    ({"client_id": "x", "secret": "s", "auto_consent": "yes"}, "auto_consent="),
+])
+def test_admin_app_errors_name_the_field(mockflock: Control, http: httpx.Client, body: dict, field: str) -> None:
+    description = http.post(admin(mockflock) + "/apps", json=body).json()["error_description"]
+    assert field in description
+    assert "register_app" not in description
+    assert "None" not in description
+
+
+def test_revoke_reports_each_id_once(mockflock: Control, http: httpx.Client) -> None:
+    assert http.post(admin(mockflock) + "/tokens/revoke", json={"jti": "x"}).json() == {"revoked": ["x"]}
+    assert http.post(admin(mockflock) + "/tokens/revoke", json={"client_id": "nobody"}).json() == {"revoked": []}
+    assert http.post(admin(mockflock) + "/tokens/revoke", json={"jti": 5}).status_code == 400
+
+
+def test_register_app_reads_generator_arguments(mockflock: Control) -> None:
+    app = mockflock.register_app("gen-app", secret="s", grants=(g for g in ["authorization_code"]),
+                                 redirect_uris=(uri for uri in ["https://app.example/cb"]))
+    assert app.grants == ("authorization_code",)
+    assert app.redirect_uris == ("https://app.example/cb",)

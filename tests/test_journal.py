@@ -280,3 +280,11 @@ def test_refresh_tokens_are_fingerprinted(mockflock: Control, http: httpx.Client
     assert refresh["refresh_presented"] == fingerprint(first["refresh_token"])
     assert refresh["refresh_issued"] == fingerprint(second["refresh_token"])
     assert first["refresh_token"] not in json.dumps(to_json(refresh))
+
+
+def test_client_secret_in_api_query_is_reported(mockflock: Control, http: httpx.Client) -> None:
+    token = fetch(http, mockflock).json()["access_token"]
+    query = urlencode({"client_secret": SECRET, "refresh_token": "r-1"})
+    http.get(f"{mockflock.api_url()}/hotlists?{query}", headers={"Authorization": f"Bearer {token}"})
+    assert requests_of(mockflock)[-1]["secret_in_url"] == ("client_secret", "refresh_token")
+    assert [violation.rule for violation in mockflock.violations()] == ["secret-in-url"]

@@ -438,3 +438,53 @@ def test_report_mentions_dropped_entries(context: RuleContext) -> None:
     report = format_report([], [], {"entries": 0, "dropped": 7, "max_entries": 10})
     assert "no violations" in report
     assert "dropped its 7 oldest entries" in report
+
+
+def test_refresh_of_other_family_is_not_a_refetch(context: RuleContext) -> None:
+    journal = Journal()
+    journal.token(grant_type="authorization_code", level="user", client_id="demo-user-app",
+                  scope=frozenset({"plate-reads:search"}), refresh_issued="fp-a")
+    journal.token(grant_type="authorization_code", level="user", client_id="demo-user-app",
+                  scope=frozenset({"custom-hotlists:read"}), refresh_issued="fp-b", lifetime=100)
+    journal.token(grant_type="refresh_token", level="user", client_id="demo-user-app", after=60,
+                  scope=None, refresh_presented="fp-b", refresh_issued="fp-c")
+    assert found(journal, context, "token-refetched-while-valid") == []
+
+
+def test_refresh_while_own_family_token_is_valid(context: RuleContext) -> None:
+    journal = Journal()
+    journal.token(grant_type="authorization_code", level="user", client_id="demo-user-app",
+                  scope=frozenset({"custom-hotlists:read"}), refresh_issued="fp-a")
+    journal.token(grant_type="refresh_token", level="user", client_id="demo-user-app", after=60,
+                  scope=None, refresh_presented="fp-a", refresh_issued="fp-b")
+    [violation] = found(journal, context, "token-refetched-while-valid")
+    assert "refreshed" in violation.message
+
+
+def user_token(subject: str) -> dict[str, Any]:
+    return {**summary(level="user", client_id="demo-user-app"), "subject": subject}
+
+
+def test_user_quota_429_binds_only_that_user(context: RuleContext) -> None:
+    journal = Journal()
+    journal.api(user_token("u1"), client_id="demo-user-app", status=429, retry_after=5.0, reason="user_quota_exceeded")
+    journal.api(user_token("u2"), client_id="demo-user-app", after=1.0)
+    assert found(journal, context, "retry-after-ignored") == []
+    journal.api(user_token("u1"), client_id="demo-user-app", after=1.0)
+    [violation] = found(journal, context, "retry-after-ignored")
+    assert violation.requests == (1, 3)
+
+
+def test_injected_429_binds_every_user_of_the_app(context: RuleContext) -> None:
+    journal = Journal()
+    journal.api(user_token("u1"), client_id="demo-user-app", status=429, retry_after=5.0, reason="injected_rate_limit")
+    journal.api(user_token("u2"), client_id="demo-user-app", after=1.0)
+    assert len(found(journal, context, "retry-after-ignored")) == 1
+
+
+def test_client_secret_in_api_url(context: RuleContext) -> None:
+    journal = Journal()
+    journal.api(summary(), secret_in_url=("client_secret", "refresh_token"))
+    [violation] = found(journal, context, "secret-in-url")
+    assert "client_secret, refresh_token" in violation.message
+    assert "only to the token endpoint" in violation.fix

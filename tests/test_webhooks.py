@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import socket
 import threading
 import time
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -480,3 +481,132 @@ def test_settings_read_values() -> None:
     assert settings.max_attempts == 2
     assert settings.base_delay == 1.0
     assert settings.history == 1000
+
+
+def test_hyphenated_entry_matches_plain_read(mock: MockServer, api: httpx.Client, receiver: Receiver) -> None:
+    hotlist(api, plate="HOOK-1")
+    subscribe(api, receiver.url + "/alerts")
+    inject(mock, plate="HOOK1")
+    inject(mock, plate="hook 1")
+    assert len(receiver.on("/alerts")) == 2
+
+
+def test_injected_read_drops_spaces_and_hyphens(mock: MockServer) -> None:
+    assert inject(mock, plate=" ab-12 3 ")["plate"] == "AB123"
+    with pytest.raises(webhooks.ApiError, match="plate"):
+        inject(mock, plate=" - ")
+
+
+@dataclass
+class RawReceiver:
+    """A loopback TCP server whose every connection runs `reply(connection)` after reading the request head."""
+
+    url: str
+    stop: threading.Event
+
+
+@pytest.fixture
+def raw_receiver() -> Iterator[Callable[[Callable[[socket.socket], None]], RawReceiver]]:
+    servers: list[tuple[socket.socket, threading.Event]] = []
+
+    def start(reply: Callable[[socket.socket], None]) -> RawReceiver:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.settimeout(0.1)
+        stop = threading.Event()
+
+        def serve() -> None:
+            while not stop.is_set():
+                try:
+                    connection, _ = listener.accept()
+                except OSError:
+                    continue
+                with connection:
+                    head = b""
+                    while b"\r\n\r\n" not in head and len(head) < 65536:
+                        chunk = connection.recv(4096)
+                        if not chunk:
+                            break
+                        head += chunk
+                    try:
+                        reply(connection)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=serve, name="raw-receiver", daemon=True).start()
+        servers.append((listener, stop))
+        return RawReceiver(f"http://127.0.0.1:{listener.getsockname()[1]}", stop)
+
+    yield start
+    for listener, stop in servers:
+        stop.set()
+        listener.close()
+
+
+def test_trickling_receiver_hits_attempt_deadline(
+    mock: MockServer, api: httpx.Client, raw_receiver: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = webhooks.deliveries(mock)
+    monkeypatch.setattr(log, "settings", webhooks.WebhookSettings(max_attempts=1, timeout=0.5))
+
+    def trickle(connection: socket.socket) -> None:
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        for _ in range(2000):
+            connection.sendall(b"x")
+            time.sleep(0.05)
+
+    target = raw_receiver(trickle)
+    hotlist(api)
+    subscription_id = subscribe(api, target.url + "/alerts")
+    inject(mock)
+    records = log.records(subscription_id=subscription_id)
+    assert [record["outcome"] for record in records] == ["failed"]
+    assert "timed out: no complete response within 0.5 s" in records[0]["error"]
+
+
+def test_huge_token_response_is_not_read(
+    mock: MockServer, api: httpx.Client, receiver: Receiver, raw_receiver: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = webhooks.deliveries(mock)
+    monkeypatch.setattr(log, "settings", webhooks.WebhookSettings(max_attempts=1))
+
+    def flood(connection: socket.socket) -> None:
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 209715200\r\n\r\n")
+        block = b" " * 65536
+        for _ in range(3200):
+            connection.sendall(block)
+
+    token_server = raw_receiver(flood)
+    hotlist(api)
+    subscription_id = subscribe(api, receiver.url + "/alerts", oauth2(tokenEndpoint=token_server.url + "/token"))
+    inject(mock)
+    records = log.records(subscription_id=subscription_id)
+    assert "more than 65536 bytes" in records[0]["error"]
+    assert receiver.on("/alerts") == []
+
+
+def test_clearing_cancels_pending_retries(
+    mock: MockServer, api: httpx.Client, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = webhooks.deliveries(mock)
+    monkeypatch.setattr(log, "settings", webhooks.WebhookSettings(max_attempts=5, base_delay=30, max_delay=30))
+    receiver.statuses["/alerts"] = [503] * 10
+    hotlist(api)
+    subscribe(api, receiver.url + "/alerts")
+    webhooks.inject_read(mock, "production", "demo-org", {"plate": "ABC123", "deviceId": DEVICE, "networkId": NETWORK})
+    for _ in range(200):
+        if log.records():
+            break
+        time.sleep(0.05)
+    assert [record["outcome"] for record in log.records()] == ["retrying"]
+    mock.reset()
+    assert log.wait_idle(10)
+    assert log.records() == []
+    assert len(receiver.on("/alerts")) == 1
+
+
+def test_xml_alert_drops_forbidden_characters(mock: MockServer, api: httpx.Client, receiver: Receiver) -> None:
+    hotlist(api)
+    subscribe(api, receiver.url + "/alerts", contentType="application/xml")
+    inject(mock, imageUrl="https://images.example/a\x00b\x01c\ud800.jpg")
+    root = ElementTree.fromstring(receiver.on("/alerts")[0].body)
+    assert root.findtext("imageUrl") == "https://images.example/abc.jpg"

@@ -21,6 +21,9 @@ What is modeled, beyond the published operations:
   is not part of the API's bodies, only of webhook alerts.
 - An entry whose `expiry` has passed stays on the hotlist but no longer
   matches reads.
+- A read matches an entry when their plates agree once spaces and
+  hyphens are dropped as well, so the entry "HOOK-1" (stored "H00K-1")
+  matches a read of "HOOK1" or "HOOK 1".
 """
 
 from __future__ import annotations
@@ -61,6 +64,14 @@ def normalize_plate(plate: str) -> str:
     return plate.strip(WHITESPACE).upper().replace("O", "0")
 
 
+MATCH_DROPPED = re.compile(r"[\s-]")
+
+
+def match_key(plate: str) -> str:
+    """Return the form in which reads and entries are compared: normalized, without spaces or hyphens."""
+    return MATCH_DROPPED.sub("", normalize_plate(plate))
+
+
 # RFC 3339 date-time, the `date-time` format of the OpenAPI contract.
 RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:([Zz])|([+-])(\d{2}):(\d{2}))")
 
@@ -96,14 +107,19 @@ class Hotlist:
     # Position of each entry id in the add order, for cursors that survive deletions.
     positions: dict[str, int] = field(default_factory=dict)
     by_plate: dict[str, str] = field(default_factory=dict)
+    # Entry ids by `match_key` of their plate; "AB-1" and "AB 1" are two entries with one key.
+    by_key: dict[str, list[str]] = field(default_factory=dict)
+    # The highest position given out so far: no cursor can point past it.
+    last_position: int = 0
     _counter: itertools.count = field(default_factory=lambda: itertools.count(1), repr=False)
 
     def add(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Store an already normalized entry under a new id and return it."""
         stored = {"id": str(uuid.uuid4()), **entry}
         self.entries[stored["id"]] = stored
-        self.positions[stored["id"]] = next(self._counter)
+        self.positions[stored["id"]] = self.last_position = next(self._counter)
         self.by_plate[stored["plate"]] = stored["id"]
+        self.by_key.setdefault(match_key(stored["plate"]), []).append(stored["id"])
         return stored
 
     def remove(self, entry_id: str) -> bool:
@@ -112,6 +128,12 @@ class Hotlist:
             return False
         del self.positions[entry_id]
         self.by_plate.pop(entry["plate"], None)
+        key = match_key(entry["plate"])
+        same_key = [other for other in self.by_key.get(key, ()) if other != entry_id]
+        if same_key:
+            self.by_key[key] = same_key
+        else:
+            self.by_key.pop(key, None)
         return True
 
     def replace(self, name: str, entries: list[dict[str, Any]]) -> None:
@@ -119,6 +141,7 @@ class Hotlist:
         self.entries.clear()
         self.positions.clear()
         self.by_plate.clear()
+        self.by_key.clear()
         for entry in entries:
             self.add(entry)
 
@@ -162,22 +185,21 @@ def add_hotlist(
 def find_matches(data: OrgData, plate: str, state: str | None, at: datetime) -> list[tuple[Hotlist, dict[str, Any]]]:
     """Return the (hotlist, entry) pairs that a read of `plate` at time `at` matches.
 
-    `plate` must already be normalized. An entry with a state matches only
-    reads of that state or of no known state, and an expired entry matches
-    nothing.
+    Plates are compared by `match_key`, so case, the letter O, spaces and
+    hyphens do not matter. An entry with a state matches only reads of
+    that state or of no known state, and an expired entry matches nothing.
     """
+    key = match_key(plate)
     matches = []
     with data.lock:
         for hotlist in hotlists(data).values():
-            entry_id = hotlist.by_plate.get(plate)
-            if entry_id is None:
-                continue
-            entry = hotlist.entries[entry_id]
-            if state and entry.get("state") and entry["state"] != state.lower():
-                continue
-            if _expired(entry.get("expiry"), at):
-                continue
-            matches.append((hotlist, dict(entry)))
+            for entry_id in hotlist.by_key.get(key, ()):
+                entry = hotlist.entries[entry_id]
+                if state and entry.get("state") and entry["state"] != state.lower():
+                    continue
+                if _expired(entry.get("expiry"), at):
+                    continue
+                matches.append((hotlist, dict(entry)))
     return matches
 
 
@@ -250,17 +272,24 @@ def _encode_cursor(hotlist_id: str, position: int) -> str:
     return base64.urlsafe_b64encode(f"{hotlist_id}:{position}".encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str, hotlist_id: str) -> int:
+def _decode_cursor(cursor: str, hotlist: Hotlist) -> int:
+    """Return the position a `nextPage` cursor of `hotlist` points after, or raise ApiError.
+
+    Only a cursor exactly as `_encode_cursor` wrote it, for a position the
+    hotlist has given out, is accepted: an edited cursor is an error, not
+    an empty or restarted page.
+    """
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        owner, _, position = text.rpartition(":")
-        if owner == hotlist_id:
-            return int(position)
+        owner, _, digits = text.rpartition(":")
+        position = int(digits) if digits.isascii() and digits.isdigit() else 0
+        if owner == hotlist.id and 1 <= position <= hotlist.last_position and _encode_cursor(owner, position) == cursor:
+            return position
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
     raise ApiError(
-        f"Query parameter 'cursor' is not a page cursor of hotlist {hotlist_id}; received {cursor[:80]!r}. "
-        "Pass the nextPage value of the previous page, or omit cursor for the first page.",
+        f"Query parameter 'cursor' is not a page cursor of hotlist {hotlist.id}; received {cursor[:80]!r}. "
+        "Pass the nextPage value of the previous page unchanged, or omit cursor for the first page.",
         extra={"field": "cursor"},
     )
 
@@ -318,7 +347,7 @@ async def list_hotlist_entries(call: Call) -> Response:
     limit = query.get("limit", MAX_ENTRIES)
     with call.data.lock:
         hotlist = _find(call)
-        after = _decode_cursor(query["cursor"], hotlist.id) if "cursor" in query else 0
+        after = _decode_cursor(query["cursor"], hotlist) if "cursor" in query else 0
         remaining = [entry for entry_id, entry in hotlist.entries.items() if hotlist.positions[entry_id] > after]
         page = remaining[:limit]
         next_page = None

@@ -309,8 +309,8 @@ async def _notify_webhooks(call: Call, read: dict[str, Any]) -> None:
         )
         return
     try:
-        # Hotlist entries are stored with the letter O as the digit 0, and
-        # on_read matches the plate it is given as it is.
+        # Pass the normalized plate; on_read compares it with hotlist
+        # entries on its own key, which ignores spaces and hyphens too.
         alerting = {**read, "plate": plate_key(read["plate"])}
         result = webhooks.on_read(call.request.app.state.mock, call.env.name, call.data, alerting)
         if inspect.isawaitable(result):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
+from datetime import datetime, timezone
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from mockflock.apis.custom_hotlists import add_hotlist, find_matches
 from mockflock.server import MockServer
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
@@ -299,6 +302,28 @@ def test_cursor_of_other_hotlist_is_400(client: httpx.Client) -> None:
     assert response.status_code == 400
 
 
+def cursor_for(hotlist_id: str, position: str) -> str:
+    return base64.urlsafe_b64encode(f"{hotlist_id}:{position}".encode()).decode().rstrip("=")
+
+
+def test_edited_cursor_is_400(client: httpx.Client) -> None:
+    hotlist_id = create(client, plates=("P1", "P2", "P3"))
+    cursor = client.get(f"/hotlists/{hotlist_id}/entries", params={"limit": 1}).json()["nextPage"]
+    for edited in (cursor + "A", cursor + "x", cursor[:-1]):
+        response = client.get(f"/hotlists/{hotlist_id}/entries", params={"cursor": edited})
+        assert response.status_code == 400, edited
+        assert response.json()["field"] == "cursor"
+        assert edited in response.json()["error_description"]
+
+
+@pytest.mark.parametrize("position", ["-1", "0", "4", "99", "+1", " 1"])
+def test_out_of_range_cursor_is_400(client: httpx.Client, position: str) -> None:
+    hotlist_id = create(client, plates=("P1", "P2", "P3"))
+    response = client.get(f"/hotlists/{hotlist_id}/entries", params={"cursor": cursor_for(hotlist_id, position)})
+    assert response.status_code == 400
+    assert response.json()["field"] == "cursor"
+
+
 @pytest.mark.parametrize("limit", ["0", "3001", "ten"])
 def test_invalid_limit_is_400(client: httpx.Client, limit: str) -> None:
     hotlist_id = create(client)
@@ -320,3 +345,19 @@ def test_read_scope_cannot_write(server: MockServer, machine_token: Callable[...
     with httpx.Client(base_url=server.url("production") + "/api/v3", headers=headers) as reader:
         response = reader.post("/hotlists", json={"name": "x", "entries": []})
     assert response.status_code == 403
+
+
+@pytest.mark.parametrize("read", ["HOOK1", "hook 1", "H00K-1", "HO-OK1"])
+def test_reads_match_ignoring_spaces_and_hyphens(fresh_server: MockServer, read: str) -> None:
+    data = fresh_server.store.org("production", "demo-org")
+    add_hotlist(data, "Hyphens", [{"plate": "HOOK-1", "reason": "Stolen vehicle"}])
+    matches = find_matches(data, read, None, datetime.now(timezone.utc))
+    assert [entry["plate"] for _, entry in matches] == ["H00K-1"]
+
+
+def test_deleted_entry_stops_matching(fresh_server: MockServer) -> None:
+    data = fresh_server.store.org("production", "demo-org")
+    hotlist = add_hotlist(data, "Two forms", [{"plate": "AB-1", "reason": "a"}, {"plate": "AB 1", "reason": "b"}])
+    hotlist.remove(next(iter(hotlist.entries)))
+    matches = find_matches(data, "AB1", None, datetime.now(timezone.utc))
+    assert [entry["reason"] for _, entry in matches] == ["b"]
