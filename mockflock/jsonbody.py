@@ -1,11 +1,12 @@
 """Parse JSON request bodies strictly, with errors a client can act on.
 
-Python's json module accepts what JSON (RFC 8259) does not, or what cannot
-be sent back: NaN and Infinity, numbers such as 1e999 that overflow to
-infinity, lone UTF-16 surrogates such as "\\ud800" (strings that UTF-8
-cannot encode) and nesting deep enough to exhaust recursion later. Stored,
-they would break every later response that contains them. Every JSON body
-that mockflock accepts goes through `parse_json`.
+Python's json module accepts values that JSON (RFC 8259) forbids or that
+cannot be sent back. NaN, Infinity and numbers such as 1e999 that overflow
+to infinity are one kind. Lone UTF-16 surrogates such as "\\ud800", which
+UTF-8 cannot encode, are another, and nesting deep enough to exhaust
+recursion later is a third. Stored, they would break every later response
+that contains them, so every JSON body that mockflock accepts goes through
+`parse_json`.
 """
 
 from __future__ import annotations
