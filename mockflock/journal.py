@@ -169,6 +169,14 @@ def summarize_principal(principal: Principal, environment: str) -> dict[str, Any
     }
 
 
+JWT_IN_PATH = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
+def redact_path(path: str) -> str:
+    """Replace anything shaped like a JWT in a path, so no token is kept even if a client puts one there."""
+    return JWT_IN_PATH.sub("<jwt>", path) if "eyJ" in path else path
+
+
 def summarize_jwt(token: str, environments: Iterable[Environment]) -> dict[str, Any] | None:
     """Summarize a JWT from its unverified header and claims, or None if it is no JWT.
 
@@ -358,7 +366,7 @@ class JournalMiddleware:
             "t_end": now,
             "environment": self.environment.name,
             "method": scope["method"],
-            "path": scope["path"],
+            "path": redact_path(scope["path"]),
             "endpoint": kind,
             "status": status,
             "outcome": outcome,

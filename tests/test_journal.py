@@ -288,3 +288,11 @@ def test_client_secret_in_api_query_is_reported(mockflock: Control, http: httpx.
     http.get(f"{mockflock.api_url()}/hotlists?{query}", headers={"Authorization": f"Bearer {token}"})
     assert requests_of(mockflock)[-1]["secret_in_url"] == ("client_secret", "refresh_token")
     assert [violation.rule for violation in mockflock.violations()] == ["secret-in-url"]
+
+
+def test_token_in_path_is_not_kept() -> None:
+    from mockflock.journal import redact_path
+
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    assert redact_path(f"/api/v3/hotlists/{token}") == "/api/v3/hotlists/<jwt>"
+    assert redact_path("/api/v3/hotlists/abc") == "/api/v3/hotlists/abc"

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 
 from mockflock.admin import admin_route, environment_of
 from mockflock.errors import ProtocolError
+from mockflock.journal import redact_path
 from mockflock.jsonbody import parse_json
 from mockflock.oauth.tokens import format_time
 from mockflock.users import load_user_oauth_contract
@@ -143,7 +144,7 @@ async def record_call(
         api=api.id,
         operation=operation.id,
         method=request.method,
-        path=request.scope["path"],
+        path=redact_path(request.scope["path"]),
         decision=decision,
         reason=reason,
         status=status,
