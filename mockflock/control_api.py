@@ -35,6 +35,9 @@ def _control(request: Request) -> Control:
 
 
 async def _body(request: Request, allowed: set[str]) -> dict[str, Any]:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ProtocolError(f"The body has {declared} bytes; admin endpoints accept at most {MAX_BODY_BYTES}.", status=413)
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise ProtocolError(f"The body has {len(raw)} bytes; admin endpoints accept at most {MAX_BODY_BYTES}.", status=413)

@@ -55,6 +55,7 @@ from urllib.parse import parse_qsl, unquote_plus, urlsplit
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mockflock.contracts import load_matrix
+from mockflock.jsonbody import parse_json
 
 if TYPE_CHECKING:
     from mockflock.access.bearer import Principal
@@ -214,7 +215,7 @@ def summarize_jwt(token: str, environments: Iterable[Environment]) -> dict[str, 
 def _decode_segment(segment: str) -> dict[str, Any] | None:
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        value = json.loads(raw)
+        value = parse_json(raw)
     except (binascii.Error, ValueError):
         return None
     return value if isinstance(value, dict) else None
@@ -544,7 +545,7 @@ def _parse_body(scope: Scope, body: bytes) -> dict[str, str]:
         return {}
     if "json" in content_type.lower():
         try:
-            value = json.loads(text)
+            value = parse_json(text)
         except ValueError:
             return {}
         return {str(k): v for k, v in value.items() if isinstance(v, str)} if isinstance(value, dict) else {}

@@ -296,3 +296,11 @@ def test_token_in_path_is_not_kept() -> None:
     token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
     assert redact_path(f"/api/v3/hotlists/{token}") == "/api/v3/hotlists/<jwt>"
     assert redact_path("/api/v3/hotlists/abc") == "/api/v3/hotlists/abc"
+
+
+def test_surrogate_in_rejected_body_keeps_journal_readable(mockflock, http) -> None:
+    body = b'{"grant_type":"client_credentials","client_id":"demo-machine","audience":"\\ud800"}'
+    response = http.post(mockflock.url("production") + "/oauth/token", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    journal = http.get(mockflock.url("production") + "/_mockflock/journal")
+    assert journal.status_code == 200
