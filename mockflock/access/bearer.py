@@ -23,7 +23,7 @@ REALM = load_oauth_contract()["resource_apis"]["realm"]["value"]
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a valid access token speaks for."""
+    """The app, user, organization and scopes of a valid access token."""
 
     environment: str
     client_id: str
@@ -54,7 +54,7 @@ def challenge(error: str | None = None, description: str | None = None, scope: s
 
 
 def _quoted_safe(text: str) -> str:
-    # RFC 6750 3: error_description holds %x20-21 / %x23-5B / %x5D-7E only.
+    # RFC 6750 3: error_description may contain only %x20-21 / %x23-5B / %x5D-7E.
     return "".join(ch for ch in text if " " <= ch <= "~" and ch not in '"\\')
 
 
