@@ -60,6 +60,8 @@ def main() -> None:
 @click.option("--signing-workers", envvar="MOCKFLOCK_SIGNING_WORKERS", type=click.IntRange(0, 64),
               default=None, help="Processes that sign tokens [default: one per CPU when there are several, else 0]; "
               "0 signs in the server process.")
+@click.option("--journal-size", envvar="MOCKFLOCK_JOURNAL_SIZE", type=click.IntRange(1, 10_000_000), default=10_000,
+              show_default=True, help="Requests the journal keeps before it drops the oldest (counted as dropped).")
 @click.option("--log-level", envvar="MOCKFLOCK_LOG_LEVEL", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]), help="Log verbosity.")
 def serve(
@@ -72,6 +74,7 @@ def serve(
     development_public_url: str | None,
     admin_token: str | None,
     signing_workers: int | None,
+    journal_size: int,
     log_level: str,
 ) -> None:
     """Serve production on 127.0.0.1:8080 and development on 127.0.0.1:8081."""
@@ -88,6 +91,7 @@ def serve(
         admin_token=admin_token,
         log_level=log_level,
         signing_workers=default_signing_workers() if signing_workers is None else signing_workers,
+        journal_size=journal_size,
     )
     try:
         server = MockServer(load_config(config_path), options)

@@ -142,3 +142,18 @@ def test_busy_port_fails_with_advice() -> None:
                                 capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert "--production-port" in result.stderr
+
+
+def test_journal_size_option_bounds_the_journal() -> None:
+    port = free_port()
+    process = start("--production-port", str(port), "--environments", "production", "--journal-size", "2")
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", process)
+        for _ in range(3):
+            httpx.get(f"http://127.0.0.1:{port}/api/v3/devices")
+        journal = httpx.get(f"http://127.0.0.1:{port}/_mockflock/journal").json()
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+    assert len(journal["entries"]) == 2
+    assert journal["dropped"] >= 1
