@@ -110,7 +110,7 @@ def start_server(port: int, config: Path, pinned: bool) -> subprocess.Popen[byte
 
 
 def bench_config(directory: Path) -> Path:
-    """The demo configuration with quotas lifted, so the benchmark measures speed, not 429s."""
+    """Write the demo configuration with quotas lifted, so the benchmark measures speed, not 429s."""
     config = yaml.safe_load((ROOT / "mockflock" / "demo.yaml").read_text())
     config["quotas"] = {**(config.get("quotas") or {}), "enabled": False}
     path = directory / "bench.yaml"

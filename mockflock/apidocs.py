@@ -67,7 +67,7 @@ def render(matrix: Matrix | None = None, document: dict[str, Any] | None = None)
 
 
 def _behaviour(api_id: str) -> list[str]:
-    """Return the API module's docstring, which says what its handlers do and model."""
+    """Return the API module's docstring, which describes what its handlers do and model."""
     module = importlib.import_module(f"mockflock.apis.{api_id.replace('-', '_')}")
     doc = inspect.getdoc(module) or ""
     return ["### Behaviour", "", *doc.splitlines()] if doc else []

@@ -150,7 +150,7 @@ def keys(environment: tuple[str, ...]) -> None:
 @click.option("--ignore", multiple=True, metavar="RULE", help="Rule id to leave out of the check (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of text.")
 @click.option("--timeout", type=click.FloatRange(0.1, 300), default=10.0, show_default=True,
-              help="Seconds to wait for the mock's answer.")
+              help="Seconds to wait for the mock's response.")
 def verify(url: str, admin_token: str | None, ignore: tuple[str, ...], as_json: bool, timeout: float) -> None:
     """Check what a client did against a running mock, and print the violation report.
 
@@ -174,7 +174,7 @@ def verify(url: str, admin_token: str | None, ignore: tuple[str, ...], as_json: 
             detail = response.json().get("error_description", response.text)
         except ValueError:
             detail = response.text[:500]
-        click.echo(f"Error: {endpoint} answered {response.status_code}: {detail}", err=True)
+        click.echo(f"Error: {endpoint} returned {response.status_code}: {detail}", err=True)
         sys.exit(2)
     result = response.json()
     click.echo(json.dumps(result, indent=2) if as_json else result["report"])

@@ -8,7 +8,7 @@ import time
 
 
 class Clock:
-    """Seconds since the epoch as the mock sees them.
+    """The mock's current time, in seconds since the epoch.
 
     Every expiry decision in mockflock reads this clock, so advancing it
     expires tokens, codes and quotas without waiting.

@@ -1,6 +1,6 @@
 """Load the access matrix from contracts/matrix.yaml.
 
-The matrix says which token levels each Flock API accepts, which v3
+The matrix lists which token levels each Flock API accepts, which v3
 operations it has and which scope each one requires. The server, the
 OpenAPI documents and the tests all read it from here.
 """

@@ -22,8 +22,8 @@ class ContractError(MockflockError):
 class ProtocolError(MockflockError):
     """A request that mockflock rejects, as Flock would, with an HTTP error.
 
-    `error` is the OAuth or RFC 6750 error code, `description` says which
-    value was wrong and how to fix it, and `extra` adds fields to the JSON
+    `error` is the OAuth or RFC 6750 error code, `description` names
+    the value that was wrong and how to fix it, and `extra` adds fields to the JSON
     body (for example the API and token level of a level mismatch).
     """
 

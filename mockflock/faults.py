@@ -7,7 +7,7 @@ endpoint, the v3 APIs, the authorization endpoint or one operation id, in
 one environment or both, for a number of requests or until cleared.
 
 Scope narrowing makes the token endpoint grant fewer scopes than a client
-asks for, as RFC 6749 3.3 allows, and say so in the response's `scope`.
+asks for, as RFC 6749 3.3 allows, and report that in the response's `scope`.
 """
 
 from __future__ import annotations

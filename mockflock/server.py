@@ -142,8 +142,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _client_disconnect(request: Request, exc: Exception) -> Response:
-    # The client went away while sending its body: nothing can be answered,
-    # and it is not a server failure.
+    # The client closed the connection while sending its body, so no response
+    # can reach it, and it is not a server failure.
     logger.info("Client disconnected during %s %s (request %s)", request.method, request.url.path,
                 getattr(request.state, "request_id", "-"))
     request.state.error_code = "client_disconnected"
@@ -286,8 +286,8 @@ class MockServer:
                 raise ConfigError(f"environment {name!r} is unknown; expected one of {sorted(specs)}")
             port = self.options.ports.get(name, specs[name].default_port)
             family = socket.AF_INET6 if ":" in self.options.host else socket.AF_INET
-            # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto
-            # says TCP, and without it keep-alive responses stall ~40 ms on delayed ACKs.
+            # IPPROTO_TCP explicitly, because asyncio sets TCP_NODELAY only on sockets whose
+            # proto is TCP. Without it, keep-alive responses stall about 40 ms on delayed ACKs.
             sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:

@@ -1,4 +1,4 @@
-"""Properties of resource access: the outcome is what contracts/matrix.yaml says.
+"""Properties of resource access: the outcome is the one contracts/matrix.yaml gives.
 
 Tokens are minted straight from each environment's token service, so any
 level and scope set can be tried; the requests go over real HTTP.

@@ -1,4 +1,4 @@
-"""OAuth clients that nobody here wrote get tokens from both environments and call an API."""
+"""Third-party OAuth clients get tokens from both environments and call an API."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_authlib_client_credentials(server: MockServer, environment: str, auth_m
 def test_requests_oauthlib_backend_client_with_basic_auth(
     server: MockServer, environment: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # oauthlib refuses plain HTTP unless told that this is a local test.
+    # oauthlib rejects plain HTTP unless OAUTHLIB_INSECURE_TRANSPORT marks a local test.
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
     base = server.url(environment)
     session = OAuth2Session(client=BackendApplicationClient(client_id="demo-machine"))

@@ -43,11 +43,11 @@ class Received:
 
 @dataclass
 class Receiver:
-    """An HTTP server on 127.0.0.1 that records requests and answers with queued statuses."""
+    """An HTTP server on 127.0.0.1 that records requests and responds with queued statuses."""
 
     url: str = ""
     requests: list[Received] = field(default_factory=list)
-    # Path -> statuses to answer with, one per request; 200 once the list is empty.
+    # Path -> statuses to respond with, one per request; 200 once the list is empty.
     statuses: dict[str, list[int]] = field(default_factory=dict)
     token_lifetime: int = 3600
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -1,4 +1,4 @@
-"""What every mocked v3 API handler receives, and how handlers register."""
+"""The call object every mocked v3 API handler receives, and handler registration."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ MAX_JSON_BYTES = 1024 * 1024
 
 @dataclass
 class Call:
-    """One authorized API request: who made it, what it asks and where its data lives."""
+    """One authorized API request: who made it, which operation it requests and where its data lives."""
 
     request: Request
     env: Environment

@@ -16,7 +16,7 @@ What is modeled, where Flock publishes nothing:
   a confidence count as read with confidence 1.0.
 - The time range includes both ends, and `endDate` must not be before
   `startDate`. Timestamps must be RFC 3339 date-times with an offset.
-- Reads are sorted newest first unless `sort` asks for `asc`.
+- Reads are sorted newest first unless `sort` is `asc`.
 - `radius` is in miles. `area` must be a closed ring of [longitude,
   latitude] positions, and a read on its boundary may fall either way.
 - The matching reads are fixed when the lookup runs: later reads do not

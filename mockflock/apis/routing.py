@@ -60,7 +60,7 @@ def routes(matrix: Matrix) -> list[Route]:
         for op in api.operations:
             index.add(op, _endpoint(api, op, handlers[op.id]))
     # The index is an ASGI app, so Starlette passes every method to it (a
-    # function endpoint would get GET only) and it answers 405 itself.
+    # function endpoint would get GET only) and it returns 405 itself.
     return [Route(PREFIX + "/{operation_path:path}", index, name="api_v3")]
 
 

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ClientAuthentication:
-    """How a request authenticated: the app and the method it used."""
+    """The outcome of client authentication: the app and the method it used."""
 
     app: AppConfig
     method: str  # "client_secret_basic" or "client_secret_post"

@@ -1,6 +1,6 @@
 """Reading OAuth endpoint request bodies safely.
 
-RFC 6749 3.2 asks for form-encoded POST bodies whose parameters appear at
+RFC 6749 3.2 requires form-encoded POST bodies whose parameters appear at
 most once. Real clients also send a charset parameter, JSON bodies or
 UTF-8 values; each is accepted or rejected here with a 4xx that names the
 problem, so that no body can reach the grant code half-parsed.

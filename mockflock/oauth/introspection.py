@@ -1,8 +1,8 @@
 """Token introspection, POST /oauth/introspect (RFC 7662).
 
 A registered app learns whether a token is active and which claims it
-carries. An app sees only the tokens issued to itself: any other token, and every
-unknown, expired or revoked one, is reported as {"active": false}
+carries. An app can inspect only the tokens issued to itself. Any other token, and
+every unknown, expired or revoked one, is reported as {"active": false}
 (modeled). A user token is also inactive once its user no longer exists.
 """
 

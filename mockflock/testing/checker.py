@@ -365,7 +365,7 @@ def _machine_class(
             def inject_fault(self, kind: str, endpoint: str, times: int, retry_after: int | None, then: str) -> None:
                 options: dict[str, Any] = {"target": endpoint, "environment": self.environment, "times": times}
                 if kind == "latency":
-                    # Short, so that scenarios stay fast; the point is a slow answer, not a timeout.
+                    # Short, so that scenarios stay fast; the point is a slow response, not a timeout.
                     options["latency"] = LATENCY_SECONDS
                 elif kind in ("error", "rate_limit"):
                     options["retry_after"] = retry_after if kind == "error" else (retry_after or 1)
