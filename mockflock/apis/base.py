@@ -15,6 +15,7 @@ from mockflock.contracts import Operation
 from mockflock.environments import Environment
 from mockflock.errors import ApiError
 from mockflock.jsonbody import parse_json
+from mockflock.oauth.forms import read_body
 from mockflock.store import OrgData
 
 # Modeled: Flock publishes no body limit. A full hotlist of 3000 entries
@@ -44,36 +45,13 @@ class Call:
                 status=415 if content_type else 400,
                 error="invalid_request",
             )
-        body = await self._read_body()
+        body = await read_body(self.request, MAX_JSON_BYTES, ApiError)
         try:
             value = parse_json(body)
         except ValueError as exc:
             raise ApiError(f"The body is not valid JSON: {exc}.", error="invalid_request") from None
         validation.validate_body(self.operation.id, value)
         return value
-
-    async def _read_body(self) -> bytes:
-        """Read the body, rejecting it with 413 as soon as it passes MAX_JSON_BYTES."""
-        too_large = ApiError(
-            f"The JSON body is larger than {MAX_JSON_BYTES} bytes, the most this API accepts.",
-            status=413,
-            error="payload_too_large",
-        )
-        declared = self.request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_JSON_BYTES:
-            raise too_large
-        chunks = []
-        size = 0
-        async for chunk in self.request.stream():
-            size += len(chunk)
-            if size > MAX_JSON_BYTES:
-                raise too_large
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        # Starlette's Request.body() returns this cached value, so the audit
-        # trail can still read a rejected search's reason from it.
-        self.request._body = body
-        return body
 
     def query(self) -> dict[str, Any]:
         """Return the query parameters the contract defines, typed and validated.

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
-from mockflock.errors import InvalidRequest, PayloadTooLarge
+from mockflock.errors import InvalidRequest, PayloadTooLarge, ProtocolError
 from mockflock.jsonbody import json_type, parse_json
 
 FORM = "application/x-www-form-urlencoded"
@@ -21,19 +21,25 @@ MAX_FIELDS = 100
 ACCEPTED_CHARSETS = ("utf-8", "utf8", "us-ascii", "ascii")
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """Read the body, raising 413 as soon as it grows past `max_bytes`."""
+async def read_body(request: Request, max_bytes: int, too_large: type[ProtocolError] = PayloadTooLarge) -> bytes:
+    """Read the body, raising `too_large` (a 413) as soon as it grows past `max_bytes`.
+
+    The body is also cached on the request, so a later `request.body()`
+    (the audit trail reading a rejected search's reason) still gets it.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"The request body has {declared} bytes; this endpoint accepts at most {max_bytes}.")
+        raise too_large(f"The request body has {declared} bytes; this endpoint accepts at most {max_bytes}.", status=413)
     chunks = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise PayloadTooLarge(f"The request body is larger than {max_bytes} bytes, the most this endpoint accepts.")
+            raise too_large(f"The request body is larger than {max_bytes} bytes, the most this endpoint accepts.", status=413)
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    request._body = body
+    return body
 
 
 async def read_parameters(request: Request, max_bytes: int, *, allow_json: bool = True) -> dict[str, str]:
